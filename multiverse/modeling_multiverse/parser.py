@@ -1,0 +1,289 @@
+"""Parse text or token ids into a tree of blocks, goals, outlines, paths and conclusions.
+
+Two modes over one grammar (``structure.Stream``):
+- tolerant (default), for model output: never raises; every repair is recorded with its index;
+- strict, for training data: raises ``StructureError`` naming the broken rule and where.
+
+The parser also records the *runs* of the layout: each maximal span of units (tokens or chars) that
+belongs to one stream, with the position id of its first unit. ``layout.py`` turns runs into tensors.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .structure import CLOSE, EMPTY_GOAL, FORK, MERGED, OK, POP, STRAY, Stream
+from .tags import (
+    CODE_OF_TAG, CONCLUSION, END_CONCLUSION, END_OUTLINE, LABEL_PATTERN, OUTLINE, PARALLEL, PATH, TAG_PATTERN,
+)
+
+VOID_SID, ROOT_SID = 0, 1  # segment 0 holds padding and scratch rows; it sees only itself
+
+
+class StructureError(ValueError):
+    """A strict-mode violation: ``rule`` names the broken rule, ``index`` is where (in ``units``)."""
+
+    def __init__(self, rule: str, index: int, units: str, message: str):
+        self.rule, self.index, self.units = rule, index, units
+        unit = "token" if units == "tokens" else "char"
+        super().__init__(f"[{rule}] at {unit} {index}: {message}")
+
+
+@dataclass
+class Repair:
+    rule: str
+    index: int
+    message: str
+
+    def __str__(self):
+        return f"{self.rule}@{self.index}: {self.message}"
+
+
+@dataclass
+class Outline:
+    start: int
+    end: int = -1
+    label: str = ""
+
+
+@dataclass
+class PathNode:
+    start: int  # first unit of the branch: its separator, before <Path>
+    sid: int
+    label: str = ""
+    end: int = -1  # exclusive; -1 while open
+    closed: bool = False
+    blocks: list = field(default_factory=list)
+    tag_end: int = -1  # unit after <Path>
+
+
+@dataclass
+class Block:
+    start: int  # unit index of <Parallel>
+    depth: int  # 1 for a top-level block
+    end: int = -1
+    goal_end: int = -1
+    outlines: list = field(default_factory=list)
+    paths: list = field(default_factory=list)
+    conclusion: tuple | None = None  # (start of <Conclusion>, end after </Conclusion>)
+    closed: bool = False
+
+
+@dataclass
+class ParseResult:
+    units: str  # "tokens" or "chars"
+    length: int
+    blocks: list  # top-level blocks
+    all_blocks: list  # every block, in order of appearance
+    repairs: list
+    runs: list  # (start, end, sid, start_pos)
+    streams: list  # Stream per sid; streams[0] is the void segment
+    fork_children: dict  # sid -> [[child sid, ...] per fork of that stream, in order]
+
+    @property
+    def ok(self) -> bool:
+        return not self.repairs
+
+    @property
+    def critical_path(self) -> int:
+        """Positions spanned: the length when only the longest path of each block is counted."""
+        return max((p + (e - s) for s, e, _, p in self.runs), default=0)
+
+    @property
+    def ideal_parallelism(self) -> float:
+        return self.length / self.critical_path if self.critical_path else 1.0
+
+    @property
+    def max_depth(self) -> int:
+        return max((b.depth for b in self.all_blocks), default=0)
+
+
+def _text_items(text: str):
+    pos = 0
+    for m in TAG_PATTERN.finditer(text):
+        if m.start() > pos:
+            yield None, pos, m.start()
+        yield CODE_OF_TAG[m.group()], m.start(), m.end()
+        pos = m.end()
+    if pos < len(text):
+        yield None, pos, len(text)
+
+
+def _id_items(ids, tag_ids):
+    arr = np.asarray(ids, dtype=np.int64)
+    code_of = {int(t): c for c, t in enumerate(tag_ids)}
+    pos = 0
+    for i in np.flatnonzero(np.isin(arr, np.asarray(tag_ids, dtype=np.int64))).tolist():
+        if i > pos:
+            yield None, pos, i
+        yield code_of[int(arr[i])], i, i + 1
+        pos = i + 1
+    if pos < len(arr):
+        yield None, pos, len(arr)
+
+
+class _Parser:
+    def __init__(self, strict: bool, allow_truncated: bool, units: str, text_of):
+        self.strict, self.allow_truncated, self.units, self.text_of = strict, allow_truncated, units, text_of
+        self.repairs, self.runs, self.blocks, self.all_blocks = [], [], [], []
+        self.streams = [Stream(sid=VOID_SID), Stream(sid=ROOT_SID)]
+        self.path_nodes, self.fork_children = {}, {}
+        self.cur = self.streams[ROOT_SID]
+
+    def fail(self, rule: str, index: int, message: str):
+        if self.strict:
+            raise StructureError(rule, index, self.units, message)
+        self.repairs.append(Repair(rule, index, message))
+
+    def advance(self, stream: Stream, start: int, end: int):
+        run = self.runs[-1] if self.runs else None
+        if run is not None and run[2] == stream.sid and run[1] == start:
+            run[1] = end
+        else:
+            self.runs.append([start, end, stream.sid, stream.next_pos])
+        stream.next_pos += end - start
+
+    def label(self, start: int, end: int) -> str:
+        if self.text_of is None or end <= start:
+            return ""
+        m = LABEL_PATTERN.match(self.text_of(start, min(end, start + 64)))
+        return m.group(1) if m else ""
+
+    def run(self, items, length: int):
+        for code, start, end in items:
+            cur = self.cur
+            if code is None:
+                if not cur.text_allowed() and self.text_of is not None:
+                    text = self.text_of(start, end)
+                    if text.strip():
+                        where = cur.top.phase if cur.top else "before the branch's <Path>"
+                        self.fail("text-between-tags", start, f"text {text.strip()[:40]!r} in a block's {where}")
+                self.advance(cur, start, end)
+                continue
+            frame = cur.top
+            event, reason = cur.step(code, start)
+            self.advance(cur, start, end)
+            if event == STRAY:
+                expecting = cur.is_branch and not cur.opened
+                self.fail("path-count" if expecting else "stray-tag", start,
+                          f"expected <Path> for path {cur.label}, found {reason}" if expecting else reason)
+            elif event == OK:
+                self.on_tag(cur, code, start, end)
+            elif event == FORK:
+                frame.node.goal_end = start
+                frame.goal_end_pos = cur.next_pos - 1
+                self.fork_children.setdefault(cur.sid, []).append([])
+                self.open_child(cur, frame, end)
+            elif event == CLOSE:
+                self.close(cur, start, end, reason)
+            elif event == EMPTY_GOAL:
+                frame.node.goal_end = start
+                self.fail("empty-goal", start, reason)
+            elif event == POP:
+                frame.node.end, frame.node.closed = end, not reason
+                if reason:
+                    self.fail("incomplete-conclusion", start, reason)
+        self.finish(length)
+
+    def on_tag(self, cur: Stream, code: int, start: int, end: int):
+        top = cur.top
+        if code == PARALLEL:
+            node = Block(start=start, depth=cur.depth + 1)
+            top.node = node
+            self.all_blocks.append(node)
+            (self.path_nodes[cur.sid].blocks if cur.is_branch else self.blocks).append(node)
+        elif code == OUTLINE:
+            top.node.outlines.append(Outline(start=start))
+        elif code == END_OUTLINE:
+            outline = top.node.outlines[-1]
+            outline.end = end
+            outline.label = self.label(outline.start + self._tag_len(OUTLINE), start)
+        elif code == PATH and cur.is_branch and top is None:
+            self.path_nodes[cur.sid].tag_end = end
+        elif code == CONCLUSION:
+            top.node.conclusion = (start, -1)
+        elif code == END_CONCLUSION:
+            top.node.conclusion = (top.node.conclusion[0], end)
+
+    def _tag_len(self, code: int) -> int:
+        return 1 if self.units == "tokens" else len(_TAG_TEXT[code])
+
+    def open_child(self, parent: Stream, frame, start: int):
+        k = len(frame.children)
+        outline = frame.node.outlines[k]
+        prefix = f"{parent.label}." if parent.label and parent.label != "root" else ""
+        child = Stream(sid=len(self.streams), address=parent.address + ((frame.start, k),), parent=parent,
+                       label=outline.label or f"{prefix}{k + 1}",
+                       start_pos=frame.goal_end_pos + 1, next_pos=frame.goal_end_pos + 1)
+        self.streams.append(child)
+        frame.children.append(child)
+        self.fork_children[parent.sid][-1].append(child.sid)
+        node = PathNode(start=start, sid=child.sid, label=child.label)
+        frame.node.paths.append(node)
+        self.path_nodes[child.sid] = node
+        self.cur = child
+
+    def close(self, cur: Stream, start: int, end: int, reason: str):
+        node = self.path_nodes[cur.sid]
+        node.end, node.closed, cur.closed = end, True, True
+        if reason:
+            self.fail("abandoned-block", start, f"path {cur.label}: {reason}")
+        if node.tag_end >= 0 and self.text_of is not None:
+            written = self.label(node.tag_end, end)
+            if written and written != cur.label:
+                self.fail("path-label", node.tag_end, f"path labelled {written!r} answers outline {cur.label!r}")
+        parent = cur.parent
+        frame = parent.top
+        if len(frame.children) < len(frame.outline_starts):
+            self.open_child(parent, frame, end)
+            return
+        parent.next_pos = frame.goal_end_pos + 1 + max(c.extent for c in frame.children)
+        frame.phase = MERGED
+        self.cur = parent
+
+    def finish(self, length: int):
+        if self.allow_truncated:
+            return
+        cur = self.cur
+        while True:
+            for frame in reversed(cur.frames):
+                self.fail("truncated", length, f"input ends inside the block at {frame.start} ({frame.phase})")
+            if not cur.is_branch:
+                break
+            self.fail("truncated", length, f"input ends inside path {cur.label}")
+            cur = cur.parent
+
+
+_TAG_TEXT = {code: tag for tag, code in CODE_OF_TAG.items()}
+
+
+def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool = False,
+          decode=None) -> ParseResult:
+    """Parse ``source`` (a ``str`` or a sequence of token ids) into a ``ParseResult``.
+
+    Token ids need ``tag_ids`` (the 12 tag ids in ``TAGS`` order). ``decode`` (ids -> str) lets id
+    parsing read outline labels and check text between tags. ``allow_truncated`` accepts an input
+    that stops mid-structure (a prefix) without a repair or an error.
+    """
+    if isinstance(source, str):
+        units, items, length = "chars", _text_items(source), len(source)
+        text_of = lambda s, e: source[s:e]  # noqa: E731
+    else:
+        if tag_ids is None:
+            raise ValueError("parse() needs tag_ids to read token ids; pass config.multiverse_tag_ids")
+        ids = source.tolist() if hasattr(source, "tolist") else list(source)
+        units, items, length = "tokens", _id_items(ids, tag_ids), len(ids)
+        text_of = (lambda s, e: decode(ids[s:e])) if decode is not None else None
+    p = _Parser(strict, allow_truncated, units, text_of)
+    p.run(items, length)
+    return ParseResult(units, length, p.blocks, p.all_blocks, p.repairs, [tuple(r) for r in p.runs],
+                       p.streams, p.fork_children)
+
+
+def well_formed_prefix(source, tag_ids=None, decode=None) -> int:
+    """Length of the longest prefix that breaks no strict rule (it may stop mid-structure)."""
+    try:
+        parse(source, tag_ids, strict=True, allow_truncated=True, decode=decode)
+    except StructureError as err:
+        return err.index
+    return len(source)

@@ -1,0 +1,174 @@
+"""The one grammar of the format, as a state machine over a single stream of tags.
+
+A *stream* is a run of decoding in one branch context: the root (prompt and main answer) or one
+``<Path>``. The parser walks streams in linear (training) order, the engine walks them all at once,
+and the structure logits processor asks them what may come next. All three call ``Stream.step``,
+so a sequence the engine produced is read back by the parser exactly as the engine saw it.
+
+Rules (tolerant reading; the strict parser raises on every event marked stray or repair):
+- ``<Parallel>`` opens a block where no block of this stream is open; ``<Goal>`` must follow.
+- Inside a goal only ``<Outline>``/``</Outline>`` are tags; ``</Goal>`` with outlines *forks* one
+  branch per outline. ``</Goal>`` with no outline continues sequentially (event ``empty_goal``).
+- A branch starts with its separator and ``<Path>`` and ends at ``</Path>``, whatever is still open
+  inside it (event ``abandoned_block``). When all branches closed, the parent is *merged* and its
+  next tokens are ``<Conclusion> ... </Conclusion> </Parallel>``.
+- Every other tag is *stray*: it stays in the text and changes nothing.
+"""
+
+from dataclasses import dataclass, field
+
+from .tags import (
+    CONCLUSION, END_CONCLUSION, END_GOAL, END_OUTLINE, END_PARALLEL, END_PATH, END_THINK, GOAL, OUTLINE,
+    PARALLEL, PATH, TAGS, THINK,
+)
+
+# Frame phases, in the order a well-formed block passes through them.
+EXPECT_GOAL, GOAL_OPEN, IN_OUTLINE, FORKED, MERGED, IN_CONCLUSION, CONCLUDED = (
+    "expect_goal", "goal", "outline", "forked", "merged", "conclusion", "concluded")
+# Phases where the strict grammar allows only whitespace text.
+NO_TEXT_PHASES = {EXPECT_GOAL, GOAL_OPEN, MERGED, CONCLUDED}
+
+# Events returned by Stream.step.
+OK, STRAY, FORK, CLOSE, EMPTY_GOAL, POP = "ok", "stray", "fork", "close", "empty_goal", "pop"
+
+
+@dataclass
+class Frame:
+    """A block opened in this stream."""
+
+    start: int  # unit index of <Parallel>
+    phase: str = EXPECT_GOAL
+    outline_starts: list = field(default_factory=list)
+    goal_end: int = -1  # unit index of </Goal>
+    goal_end_pos: int = -1  # position id of </Goal>
+    children: list = field(default_factory=list)  # branch Streams, in path order
+    repair: str = ""  # set when the block was closed out of order
+    node: object = None  # the parser's Block for this frame
+
+
+@dataclass
+class Stream:
+    """One branch context. ``address`` is ((block_uid, path_index), ...) from the root down."""
+
+    sid: int
+    address: tuple = ()
+    parent: "Stream | None" = None
+    label: str = ""
+    start_pos: int = 0
+    next_pos: int = 0
+    opened: bool = False  # a branch has seen its <Path>
+    closed: bool = False
+    frames: list = field(default_factory=list)
+
+    @property
+    def is_branch(self) -> bool:
+        return self.parent is not None
+
+    @property
+    def depth(self) -> int:
+        return len(self.address)
+
+    @property
+    def top(self):
+        return self.frames[-1] if self.frames else None
+
+    @property
+    def extent(self) -> int:
+        """Positions this branch spans: its share of the critical path."""
+        return self.next_pos - self.start_pos
+
+    def text_allowed(self) -> bool:
+        """Whether non-whitespace text is legal here under the strict grammar."""
+        if self.is_branch and not self.opened:
+            return False
+        return self.top is None or self.top.phase not in NO_TEXT_PHASES
+
+    def step(self, code: int, index: int) -> tuple[str, str]:
+        """Apply tag ``code`` seen at unit ``index``. Returns (event, reason for stray/repair)."""
+        top = self.top
+        if self.is_branch and not self.opened:
+            if code == PATH:
+                self.opened = True
+                return OK, ""
+            if code == END_PATH:
+                return CLOSE, "branch closed before its <Path>"
+            return STRAY, f"{TAGS[code]} before the branch's <Path>"
+        if code == PARALLEL:
+            if top is None:
+                self.frames.append(Frame(start=index))
+                return OK, ""
+            return STRAY, f"<Parallel> inside an open block's {top.phase}"
+        if code == END_PATH:
+            if self.is_branch:
+                return CLOSE, ("path closed with an open block inside" if self.frames else "")
+            return STRAY, "</Path> outside any path"
+        if top is None:
+            if code in (THINK, END_THINK) and not self.is_branch:
+                return OK, ""
+            return STRAY, f"{TAGS[code]} {'inside a path' if self.is_branch else 'outside a block'}"
+        phase = top.phase
+        if code == GOAL and phase == EXPECT_GOAL:
+            top.phase = GOAL_OPEN
+        elif code == OUTLINE and phase == GOAL_OPEN:
+            top.phase = IN_OUTLINE
+            top.outline_starts.append(index)
+        elif code == END_OUTLINE and phase == IN_OUTLINE:
+            top.phase = GOAL_OPEN
+        elif code == END_GOAL and phase == GOAL_OPEN:
+            top.goal_end = index
+            if top.outline_starts:
+                top.phase = FORKED
+                return FORK, ""
+            top.phase = CONCLUDED
+            return EMPTY_GOAL, "</Goal> with no outline: continued sequentially"
+        elif code == CONCLUSION and phase == MERGED:
+            top.phase = IN_CONCLUSION
+        elif code == END_CONCLUSION and phase == IN_CONCLUSION:
+            top.phase = CONCLUDED
+        elif code == END_PARALLEL and phase in (CONCLUDED, MERGED, IN_CONCLUSION):
+            self.frames.pop()
+            if phase != CONCLUDED:
+                top.repair = "block closed without a complete <Conclusion>"
+                return POP, top.repair
+            return POP, ""
+        else:
+            return STRAY, f"{TAGS[code]} in a block's {phase}"
+        return OK, ""
+
+    # --- what the structure logits processor may allow next -------------------------------------
+    def allowed_tags(self, max_depth: int, max_branches: int) -> set[int]:
+        """Tags that keep the stream well-formed; the engine forces <Path>/<Conclusion> itself."""
+        if self.is_branch and not self.opened:
+            return {PATH}
+        top = self.top
+        if top is None:
+            allowed = set()
+            if self.depth < max_depth:
+                allowed.add(PARALLEL)
+            allowed.add(END_PATH) if self.is_branch else allowed.update((THINK, END_THINK))
+            return allowed
+        return {
+            EXPECT_GOAL: {GOAL},
+            GOAL_OPEN: ({OUTLINE} if len(top.outline_starts) < max_branches else set())
+            | ({END_GOAL} if top.outline_starts else set()),
+            IN_OUTLINE: {END_OUTLINE},
+            FORKED: set(),
+            MERGED: {CONCLUSION},
+            IN_CONCLUSION: {END_CONCLUSION},
+            CONCLUDED: {END_PARALLEL},
+        }[top.phase]
+
+
+def compatible(address_a: tuple, address_b: tuple) -> bool:
+    """Whether two streams may see each other: they never sit in different paths of one block.
+
+    Addresses list (block_uid, path_index) from the root down, so the first block they differ in
+    decides: same block, other path means siblings. The relation is symmetric; causality
+    (``kv <= q``) is applied separately.
+    """
+    for (block_a, path_a), (block_b, path_b) in zip(address_a, address_b):
+        if block_a != block_b:
+            return True
+        if path_a != path_b:
+            return False
+    return True
