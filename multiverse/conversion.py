@@ -27,7 +27,8 @@ def add_multiverse_tokens(tokenizer, model=None, pad_to_multiple_of: int = 64) -
     if model is not None:
         old_rows = model.get_input_embeddings().weight.shape[0]
         if len(tokenizer) > old_rows:
-            model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=pad_to_multiple_of)
+            # mean_resizing=False: the tag rows are set below; padding rows are never produced.
+            model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
         _init_rows(model, {ids[TAGS.index(t)]: p for t, p in pieces.items()})
         model.config.multiverse_tag_ids = ids
         model.config.multiverse_seed_token_ids = seed_token_ids(tokenizer)

@@ -19,8 +19,8 @@ CHAT_TEMPLATE = (
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def train_tokenizer(texts, vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A Qwen2-style tokenizer trained on ``texts``, with a ChatML template and the 12 tags."""
+def train_tokenizer(texts, vocab_size: int = 512, with_tags: bool = True) -> PreTrainedTokenizerFast:
+    """A Qwen2-style tokenizer trained on ``texts``, with a ChatML template and (by default) the 12 tags."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
@@ -33,5 +33,6 @@ def train_tokenizer(texts, vocab_size: int = 512) -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    bos_token=None, unk_token=None)
     fast.chat_template = CHAT_TEMPLATE
-    add_multiverse_tokens(fast)
+    if with_tags:
+        add_multiverse_tokens(fast)
     return fast

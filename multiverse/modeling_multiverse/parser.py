@@ -157,7 +157,8 @@ class _Parser:
                     text = self.text_of(start, end)
                     if text.strip():
                         where = cur.top.phase if cur.top else "before the branch's <Path>"
-                        self.fail("text-between-tags", start, f"text {text.strip()[:40]!r} in a block's {where}")
+                        at = start + (len(text) - len(text.lstrip()) if self.units == "chars" else 0)
+                        self.fail("text-between-tags", at, f"text {text.strip()[:40]!r} in a block's {where}")
                 self.advance(cur, start, end)
                 continue
             frame = cur.top

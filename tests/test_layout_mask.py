@@ -1,0 +1,50 @@
+"""The layout and mask against an answer key built alongside random nested structures."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multiverse.modeling_multiverse import compute_layout, multiverse_mask_function
+from multiverse.modeling_multiverse.masks import dense_mask
+from multiverse.modeling_multiverse.parser import parse
+from structures import TAG_IDS, build, reference_mask, stream
+
+
+def materialize(layout):
+    """The mask closure on an arange grid, ANDed with causality as create_causal_mask does."""
+    seg, vis = layout.segment_ids[None].long(), layout.visibility[None]
+    n = seg.shape[1]
+    q = torch.arange(n)[:, None]
+    kv = torch.arange(n)[None, :]
+    fn = multiverse_mask_function(seg, vis)
+    return (kv <= q) & fn(torch.zeros((), dtype=torch.long), 0, q, kv)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)))
+def test_mask_equals_reference_on_random_nested_structures(items):
+    built = build(items)
+    layout = compute_layout(torch.tensor(built.ids), TAG_IDS)
+    expected = torch.tensor(reference_mask(built.addresses), dtype=torch.bool).reshape(len(built.ids), -1)
+    assert torch.equal(materialize(layout), expected)
+    assert layout.position_ids.tolist() == built.positions
+    assert parse(built.ids, TAG_IDS, strict=True).ok
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)))
+def test_engine_grid_equals_training_grid(items):
+    """dense_mask (the engine's materialization) over all rows equals the training mask."""
+    built = build(items)
+    layout = compute_layout(torch.tensor(built.ids), TAG_IDS)
+    n = len(built.ids)
+    engine = dense_mask(layout.segment_ids[None].long(), layout.visibility[None], torch.arange(n)[None], n)
+    assert torch.equal(engine[0, 0], materialize(layout))
+
+
+def test_padding_goes_to_the_void_segment():
+    ids = torch.tensor([0, 0, 30, 31])
+    layout = compute_layout(ids, TAG_IDS, attention_mask=torch.tensor([0, 0, 1, 1]))
+    assert layout.segment_ids.tolist() == [0, 0, 1, 1]
+    assert layout.position_ids.tolist() == [0, 0, 0, 1]
+    assert not layout.visibility[0, 1] and layout.visibility[0, 0]

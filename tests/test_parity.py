@@ -1,0 +1,105 @@
+"""Logits under the Multiverse mask equal (a) each path run alone and (b) a brute-force dense mask."""
+
+import pytest
+import torch
+
+from multiverse.modeling_multiverse import compute_layout
+from structures import reference_mask
+
+TEXT = (
+    "Let's think in parallel.\n<Parallel>\n<Goal>\n<Outline>\n1: the first sum\n</Outline>\n"
+    "<Outline>\n2: the second sum\n</Outline>\n<Outline>\n3: the third sum\n</Outline>\n</Goal>\n"
+    "<Path>\n1: 12 + 3 = 15\n</Path>\n<Path>\n2: 4 + 5 = 9, so\n</Path>\n<Path>\n3: 7 + 7 = 14\n</Path>\n"
+    "<Conclusion>\n15, 9 and 14.\n</Conclusion>\n</Parallel>\nSo the answer is 38."
+)
+NESTED = (
+    "Plan.\n<Parallel>\n<Goal>\n<Outline>\n1: outer a\n</Outline>\n<Outline>\n2: outer b\n</Outline>\n</Goal>\n"
+    "<Path>\n1: start a\n<Parallel>\n<Goal>\n<Outline>\n1.1: inner x\n</Outline>\n<Outline>\n1.2: inner y\n"
+    "</Outline>\n</Goal>\n<Path>\n1.1: x is 3\n</Path>\n<Path>\n1.2: y is 4 and more\n</Path>\n<Conclusion>\n"
+    "x+y=7\n</Conclusion>\n</Parallel>\nso a is 7\n</Path>\n<Path>\n2: b is 5\n</Path>\n<Conclusion>\n12\n"
+    "</Conclusion>\n</Parallel>\nDone: 12."
+)
+IMPLEMENTATIONS = ["sdpa", "eager", "flex_attention"]
+
+
+def logits(model, attn, **kwargs):
+    model.config._attn_implementation = attn
+    try:
+        with torch.no_grad():
+            return model(**kwargs).logits[0]
+    finally:
+        model.config._attn_implementation = "sdpa"
+
+
+def plain_causal(model, ids, positions):
+    """The unmodified Qwen2 path: an ordinary causal sequence with explicit positions."""
+    model.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            out = super(type(model.model), model.model).forward(
+                input_ids=ids[None], position_ids=positions[None], attention_mask=torch.ones(1, len(ids)))
+            return model.lm_head(out.last_hidden_state)[0]
+    finally:
+        model.config._attn_implementation = "sdpa"
+
+
+@pytest.mark.parametrize("attn", IMPLEMENTATIONS)
+def test_each_path_equals_that_path_run_alone(tiny_model, tokenizer, attn):
+    ids = torch.tensor(tokenizer.encode(TEXT))
+    layout = compute_layout(ids, tiny_model.config.multiverse_tag_ids)
+    full = logits(tiny_model, attn, input_ids=ids[None])
+    seg = layout.segment_ids
+    first_path = int((seg != 1).nonzero()[0])
+    path_segments = sorted(set(seg.tolist()) - {1})
+    assert len(path_segments) == 3
+    for s in path_segments:
+        own = (seg == s).nonzero().flatten()
+        sel = torch.cat([torch.arange(first_path), own])
+        alone = plain_causal(tiny_model, ids[sel], layout.position_ids[sel])
+        torch.testing.assert_close(full[own], alone[first_path:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("attn", IMPLEMENTATIONS)
+@pytest.mark.parametrize("text", [TEXT, NESTED], ids=["flat", "nested"])
+def test_every_token_equals_brute_force_dense_mask(tiny_model, tokenizer, attn, text):
+    from multiverse.modeling_multiverse.parser import parse
+
+    ids = torch.tensor(tokenizer.encode(text))
+    tag_ids = tiny_model.config.multiverse_tag_ids
+    layout = compute_layout(ids, tag_ids)
+    result = parse(ids.tolist(), tag_ids)
+    addresses = [None] * len(ids)
+    for start, end, sid, _ in result.runs:
+        for i in range(start, end):
+            addresses[i] = result.streams[sid].address
+    dense = torch.tensor(reference_mask(addresses))
+    additive = torch.zeros(dense.shape).masked_fill(~dense, torch.finfo(torch.float32).min)[None, None]
+    reference = logits(tiny_model, "eager", input_ids=ids[None], attention_mask=additive,
+                       position_ids=layout.position_ids[None])
+    ours = logits(tiny_model, attn, input_ids=ids[None])
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    # and the structure matters: plain causal attention differs on the later paths
+    causal = plain_causal(tiny_model, ids, torch.arange(len(ids)))
+    assert (causal - reference).abs().max() > 1e-3
+
+
+def test_precomputed_structure_equals_derived(tiny_model, tokenizer):
+    ids = torch.tensor(tokenizer.encode(NESTED))
+    layout = compute_layout(ids, tiny_model.config.multiverse_tag_ids)
+    derived = logits(tiny_model, "sdpa", input_ids=ids[None])
+    given = logits(tiny_model, "sdpa", input_ids=ids[None], mv_segment_ids=layout.segment_ids[None],
+                   mv_visibility=layout.visibility[None], position_ids=layout.position_ids[None])
+    torch.testing.assert_close(derived, given, atol=0, rtol=0)
+
+
+def test_one_training_step_with_sdpa(tokenizer):
+    from multiverse.model_shapes import random_model
+
+    model = random_model("tiny", tokenizer).train()
+    ids = torch.tensor([tokenizer.encode(NESTED)])
+    before = model.lm_head.weight.detach().clone()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert torch.isfinite(loss)
+    assert not torch.equal(before, model.lm_head.weight)
