@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multiverse.modeling_multiverse import compute_layout, multiverse_mask_function
-from multiverse.modeling_multiverse.masks import dense_mask
+from multiverse.modeling_multiverse.masks import closure_mask, dense_mask
 from multiverse.modeling_multiverse.parser import parse
 from structures import TAG_IDS, build, reference_mask, stream
 
@@ -32,14 +32,17 @@ def test_mask_equals_reference_on_random_nested_structures(items):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)))
-def test_engine_grid_equals_training_grid(items):
-    """dense_mask (the engine's materialization) over all rows equals the training mask."""
+@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)), st.randoms(use_true_random=False))
+def test_engine_grid_equals_training_grid(items, rng):
+    """dense_mask (the engine's factored materialization) equals the closure, for any set of query rows."""
     built = build(items)
     layout = compute_layout(torch.tensor(built.ids), TAG_IDS)
     n = len(built.ids)
-    engine = dense_mask(layout.segment_ids[None].long(), layout.visibility[None], torch.arange(n)[None], n)
+    seg, vis = layout.segment_ids[None].long(), layout.visibility[None]
+    engine = dense_mask(seg, vis, torch.arange(n)[None], n)
     assert torch.equal(engine[0, 0], materialize(layout))
+    rows = torch.tensor([sorted(rng.sample(range(n), min(n, 5)))])
+    assert torch.equal(dense_mask(seg, vis, rows, n), closure_mask(seg, vis, rows, n))
 
 
 def test_padding_goes_to_the_void_segment():

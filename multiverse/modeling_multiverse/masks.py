@@ -35,7 +35,22 @@ def remap_queries(mask_function, query_slots: torch.Tensor):
 
 
 def dense_mask(segment_ids, visibility, query_slots, kv_length: int) -> torch.Tensor:
-    """[B, 1, Q, K] bool: causal AND visible, for query rows at ``query_slots`` [B, Q]."""
+    """[B, 1, Q, K] bool: ``causal AND multiverse_mask_function`` for query rows at ``query_slots`` [B, Q].
+
+    This is the closure evaluated on the engine's grid, factored for speed: one visibility row per query,
+    then a gather over the keys' segments. Evaluating the closure on a broadcast grid would build three
+    B x Q x K index tensors every decode step. tests/test_layout_mask.py checks the two are equal.
+    """
+    batch = torch.arange(query_slots.shape[0], device=segment_ids.device)[:, None]
+    rows = visibility[batch, segment_ids[batch, query_slots]]  # [B, Q, S]
+    keys = segment_ids[:, :kv_length].unsqueeze(1).expand(-1, query_slots.shape[1], -1)
+    visible = rows.gather(2, keys)
+    causal = torch.arange(kv_length, device=segment_ids.device)[None, None, :] <= query_slots[:, :, None]
+    return (visible & causal)[:, None]
+
+
+def closure_mask(segment_ids, visibility, query_slots, kv_length: int) -> torch.Tensor:
+    """The same mask by evaluating the closure itself on a broadcast grid (the reference for dense_mask)."""
     fn = remap_queries(and_masks(causal_mask_function, multiverse_mask_function(segment_ids, visibility)),
                        query_slots)
     device = segment_ids.device

@@ -5,11 +5,14 @@ thing overridden. It lives in the backbone because TRL's fused-head path calls t
 This folder is copied verbatim into every saved model as remote code: relative imports only.
 """
 
+import copy
+
 import torch
-from transformers import Qwen2ForCausalLM, Qwen2Model
+from transformers import LogitsProcessorList, Qwen2ForCausalLM, Qwen2Model
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from .configuration_multiverse import MultiverseConfig
+from .generation_api import parallel_generate, split_options, structure_processor
 from .layout import batch_layouts, compute_layout
 from .masks import multiverse_mask_function
 
@@ -103,3 +106,36 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
         # Multiverse: the backbone builds the structure mask.
         self.model = MultiverseModel(config)
         self.post_init()
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        # Multiverse: a cached autoregressive decode needs every id so far to lay out the new ones.
+        inputs["mv_history_ids"] = input_ids
+        return inputs
+
+    def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+                 streamer=None, **kwargs):
+        """Parallel Multiverse decoding by default; ``multiverse_parallel=False`` decodes autoregressively
+        under the same mask. See ``generation_api`` for the Multiverse options."""
+        generation_config = copy.deepcopy(generation_config if generation_config is not None
+                                          else self.generation_config)
+        options = split_options(generation_config, kwargs)
+        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        if not options["multiverse_parallel"]:
+            processors = LogitsProcessorList(logits_processor or [])
+            if options["enforce_structure"]:
+                processors.append(structure_processor(self.config, generation_config, options))
+            if options["tokenizer"] is not None:
+                kwargs["tokenizer"] = options["tokenizer"]
+            return super().generate(input_ids, generation_config=generation_config, logits_processor=processors,
+                                    stopping_criteria=stopping_criteria, streamer=streamer, **kwargs)
+        attention_mask = kwargs.pop("attention_mask", None)
+        unused = generation_config.update(**kwargs)
+        if unused:
+            raise ValueError(f"parallel generate does not take {sorted(unused)}; see generation_api for its options")
+        if logits_processor or stopping_criteria:
+            raise ValueError("parallel generate applies its own structure processor; custom logits processors and "
+                             "stopping criteria need multiverse_parallel=False")
+        if generation_config.max_new_tokens is None:
+            generation_config.max_new_tokens = 256
+        return parallel_generate(self, input_ids, attention_mask, generation_config, options, streamer=streamer)

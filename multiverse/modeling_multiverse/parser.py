@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .structure import CLOSE, EMPTY_GOAL, FORK, MERGED, OK, POP, STRAY, Stream
+from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, STRAY, Stream
 from .tags import (
     CODE_OF_TAG, CONCLUSION, END_CONCLUSION, END_OUTLINE, LABEL_PATTERN, OUTLINE, PARALLEL, PATH, TAG_PATTERN,
 )
@@ -122,7 +122,7 @@ def _id_items(ids, tag_ids):
         yield None, pos, len(arr)
 
 
-class _Parser:
+class IncrementalParser:
     def __init__(self, strict: bool, allow_truncated: bool, units: str, text_of):
         self.strict, self.allow_truncated, self.units, self.text_of = strict, allow_truncated, units, text_of
         self.repairs, self.runs, self.blocks, self.all_blocks = [], [], [], []
@@ -151,40 +151,44 @@ class _Parser:
 
     def run(self, items, length: int):
         for code, start, end in items:
-            cur = self.cur
-            if code is None:
-                if not cur.text_allowed() and self.text_of is not None:
-                    text = self.text_of(start, end)
-                    if text.strip():
-                        where = cur.top.phase if cur.top else "before the branch's <Path>"
-                        at = start + (len(text) - len(text.lstrip()) if self.units == "chars" else 0)
-                        self.fail("text-between-tags", at, f"text {text.strip()[:40]!r} in a block's {where}")
-                self.advance(cur, start, end)
-                continue
-            frame = cur.top
-            event, reason = cur.step(code, start)
-            self.advance(cur, start, end)
-            if event == STRAY:
-                expecting = cur.is_branch and not cur.opened
-                self.fail("path-count" if expecting else "stray-tag", start,
-                          f"expected <Path> for path {cur.label}, found {reason}" if expecting else reason)
-            elif event == OK:
-                self.on_tag(cur, code, start, end)
-            elif event == FORK:
-                frame.node.goal_end = start
-                frame.goal_end_pos = cur.next_pos - 1
-                self.fork_children.setdefault(cur.sid, []).append([])
-                self.open_child(cur, frame, end)
-            elif event == CLOSE:
-                self.close(cur, start, end, reason)
-            elif event == EMPTY_GOAL:
-                frame.node.goal_end = start
-                self.fail("empty-goal", start, reason)
-            elif event == POP:
-                frame.node.end, frame.node.closed = end, not reason
-                if reason:
-                    self.fail("incomplete-conclusion", start, reason)
+            self.feed(code, start, end)
         self.finish(length)
+
+    def feed(self, code, start: int, end: int):
+        """Read one item: text (``code`` None) or the tag ``code`` spanning units [start, end)."""
+        cur = self.cur
+        if code is None:
+            if not cur.text_allowed() and self.text_of is not None:
+                text = self.text_of(start, end)
+                if text.strip():
+                    where = cur.top.phase if cur.top else "before the branch's <Path>"
+                    at = start + (len(text) - len(text.lstrip()) if self.units == "chars" else 0)
+                    self.fail("text-between-tags", at, f"text {text.strip()[:40]!r} in a block's {where}")
+            self.advance(cur, start, end)
+            return
+        frame = cur.top
+        event, reason = cur.step(code, start)
+        self.advance(cur, start, end)
+        if event == STRAY:
+            expecting = cur.is_branch and not cur.opened
+            self.fail("path-count" if expecting else "stray-tag", start,
+                      f"expected <Path> for path {cur.label}, found {reason}" if expecting else reason)
+        elif event == OK:
+            self.on_tag(cur, code, start, end)
+        elif event == FORK:
+            frame.node.goal_end = start
+            frame.goal_end_pos = cur.next_pos - 1
+            self.fork_children.setdefault(cur.sid, []).append([])
+            self.open_child(cur, frame, end)
+        elif event == CLOSE:
+            self.close(cur, start, end, reason)
+        elif event == EMPTY_GOAL:
+            frame.node.goal_end = start
+            self.fail("empty-goal", start, reason)
+        elif event == POP:
+            frame.node.end, frame.node.closed = end, not reason
+            if reason:
+                self.fail("incomplete-conclusion", start, reason)
 
     def on_tag(self, cur: Stream, code: int, start: int, end: int):
         top = cur.top
@@ -212,12 +216,8 @@ class _Parser:
     def open_child(self, parent: Stream, frame, start: int):
         k = len(frame.children)
         outline = frame.node.outlines[k]
-        prefix = f"{parent.label}." if parent.label and parent.label != "root" else ""
-        child = Stream(sid=len(self.streams), address=parent.address + ((frame.start, k),), parent=parent,
-                       label=outline.label or f"{prefix}{k + 1}",
-                       start_pos=frame.goal_end_pos + 1, next_pos=frame.goal_end_pos + 1)
+        child = parent.spawn(frame, len(self.streams), outline.label or default_label(parent, k))
         self.streams.append(child)
-        frame.children.append(child)
         self.fork_children[parent.sid][-1].append(child.sid)
         node = PathNode(start=start, sid=child.sid, label=child.label)
         frame.node.paths.append(node)
@@ -226,7 +226,7 @@ class _Parser:
 
     def close(self, cur: Stream, start: int, end: int, reason: str):
         node = self.path_nodes[cur.sid]
-        node.end, node.closed, cur.closed = end, True, True
+        node.end, node.closed = end, True
         if reason:
             self.fail("abandoned-block", start, f"path {cur.label}: {reason}")
         if node.tag_end >= 0 and self.text_of is not None:
@@ -238,8 +238,7 @@ class _Parser:
         if len(frame.children) < len(frame.outline_starts):
             self.open_child(parent, frame, end)
             return
-        parent.next_pos = frame.goal_end_pos + 1 + max(c.extent for c in frame.children)
-        frame.phase = MERGED
+        parent.merge(frame)
         self.cur = parent
 
     def finish(self, length: int):
@@ -256,6 +255,11 @@ class _Parser:
 
 
 _TAG_TEXT = {code: tag for tag, code in CODE_OF_TAG.items()}
+
+
+def default_label(parent: Stream, k: int) -> str:
+    """The label of path ``k`` when its outline has none: "2", or "1.2" inside path 1."""
+    return f"{parent.label}.{k + 1}" if parent.is_branch and parent.label else str(k + 1)
 
 
 def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool = False,
@@ -275,7 +279,7 @@ def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool =
         ids = source.tolist() if hasattr(source, "tolist") else list(source)
         units, items, length = "tokens", _id_items(ids, tag_ids), len(ids)
         text_of = (lambda s, e: decode(ids[s:e])) if decode is not None else None
-    p = _Parser(strict, allow_truncated, units, text_of)
+    p = IncrementalParser(strict, allow_truncated, units, text_of)
     p.run(items, length)
     return ParseResult(units, length, p.blocks, p.all_blocks, p.repairs, [tuple(r) for r in p.runs],
                        p.streams, p.fork_children)

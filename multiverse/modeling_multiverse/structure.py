@@ -91,6 +91,7 @@ class Stream:
                 self.opened = True
                 return OK, ""
             if code == END_PATH:
+                self.closed = True
                 return CLOSE, "branch closed before its <Path>"
             return STRAY, f"{TAGS[code]} before the branch's <Path>"
         if code == PARALLEL:
@@ -100,6 +101,7 @@ class Stream:
             return STRAY, f"<Parallel> inside an open block's {top.phase}"
         if code == END_PATH:
             if self.is_branch:
+                self.closed = True
                 return CLOSE, ("path closed with an open block inside" if self.frames else "")
             return STRAY, "</Path> outside any path"
         if top is None:
@@ -134,6 +136,20 @@ class Stream:
         else:
             return STRAY, f"{TAGS[code]} in a block's {phase}"
         return OK, ""
+
+    # --- fork and merge: the position rules of DESIGN section 3, shared by parser and engine ---
+    def spawn(self, frame: Frame, sid: int, label: str) -> "Stream":
+        """Open the next branch of ``frame``: it starts at pos(</Goal>) + 1, like every sibling."""
+        k = len(frame.children)
+        child = Stream(sid=sid, address=self.address + ((frame.start, k),), parent=self, label=label,
+                       start_pos=frame.goal_end_pos + 1, next_pos=frame.goal_end_pos + 1)
+        frame.children.append(child)
+        return child
+
+    def merge(self, frame: Frame):
+        """All branches closed: the conclusion starts at pos(</Goal>) + longest path + 1."""
+        self.next_pos = frame.goal_end_pos + 1 + max(c.extent for c in frame.children)
+        frame.phase = MERGED
 
     # --- what the structure logits processor may allow next -------------------------------------
     def allowed_tags(self, max_depth: int, max_branches: int) -> set[int]:

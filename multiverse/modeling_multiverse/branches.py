@@ -1,0 +1,104 @@
+"""Bookkeeping for the parallel engine: plain Python objects, one per branch and one per prompt.
+
+A ``Branch`` wraps the grammar's ``Stream`` with what decoding needs: its tokens, where each went in
+the KV cache, a queue of forced tokens (path/conclusion seeds, or a replay script), and its forks.
+"""
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from .parser import default_label
+from .structure import Stream
+from .tags import CONCLUSION_SEED, LABEL_PATTERN, PATH_SEED
+
+
+@dataclass(eq=False)  # identity, so branches can key dicts
+class Branch:
+    stream: Stream
+    prompt: int
+    parent: "Branch | None" = None
+    tokens: list = field(default_factory=list)
+    positions: list = field(default_factory=list)
+    slots: list = field(default_factory=list)  # cache slot of each written token
+    logits: list = field(default_factory=list)  # recorded logits of each written token
+    queue: deque = field(default_factory=deque)  # tokens to force before sampling again
+    script_sid: int | None = None  # forced replay: the parsed stream this branch reproduces
+    forks: list = field(default_factory=list)  # (tokens before the fork, [child branches])
+    done: bool = False  # emits nothing more
+    suspended: bool = False  # waiting for its branches to close
+    pending: bool = False  # last token emitted but not yet written to the cache
+    start_step: int = -1
+    end_step: int = -1
+    presence_row: int = -1
+
+    @property
+    def active(self) -> bool:
+        return not self.done and not self.suspended
+
+    def linearize(self) -> tuple[list, list]:
+        """Tokens (and their recorded logits, None where unwritten) in training order."""
+        tokens, logits, i = [], [], 0
+        padded = self.logits + [None] * (len(self.tokens) - len(self.logits))
+        for cut, children in self.forks:
+            tokens += self.tokens[i:cut]
+            logits += padded[i:cut]
+            i = cut
+            for child in children:
+                t, lg = child.linearize()
+                tokens += t
+                logits += lg
+        return tokens + self.tokens[i:], logits + padded[i:]
+
+
+@dataclass
+class PromptState:
+    index: int
+    root: Branch
+    streams: list  # sid -> Stream, for visibility
+    length: int  # next free cache slot
+    prompt_tokens: int
+    pad: int = 0  # left-padding slots of this prompt
+    branches: list = field(default_factory=list)
+    generated: int = 0
+    steps: int = 0
+    forks: int = 0
+    done: bool = False
+    events: Counter = field(default_factory=Counter)
+
+
+class Seeds:
+    """Forced token ids of path and conclusion seeds, from the tokenizer or the config's char table."""
+
+    def __init__(self, tokenizer=None, char_ids: dict | None = None):
+        if tokenizer is None and not char_ids:
+            raise ValueError("parallel generate needs `tokenizer=` (or config.multiverse_seed_token_ids, written by "
+                             "`multiverse convert`) to seed each path with `\\n<Path>\\n1:`")
+        self.tokenizer, self.char_ids = tokenizer, char_ids or {}
+        self.char_of = {v: k for k, v in self.char_ids.items()}
+
+    def encode(self, text: str, tag_ids: list) -> list[int]:
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        from .tags import TAG_PATTERN, TAGS
+
+        ids, pos = [], 0
+        for m in TAG_PATTERN.finditer(text):
+            ids += [self.char_ids[c] for c in text[pos:m.start()]]
+            ids.append(tag_ids[TAGS.index(m.group())])
+            pos = m.end()
+        return ids + [self.char_ids[c] for c in text[pos:]]
+
+    def label(self, outline_ids: list) -> str:
+        if self.tokenizer is not None:
+            text = self.tokenizer.decode(outline_ids)
+        else:
+            text = "".join(self.char_of.get(t, "\x00") for t in outline_ids[:16])
+        m = LABEL_PATTERN.match(text)
+        return m.group(1) if m else ""
+
+    def path(self, parent: Stream, k: int, outline_ids: list, tag_ids: list) -> tuple[str, list[int]]:
+        label = self.label(outline_ids) or default_label(parent, k)
+        return label, self.encode(PATH_SEED.format(label=label), tag_ids)
+
+    def conclusion(self, tag_ids: list) -> list[int]:
+        return self.encode(CONCLUSION_SEED, tag_ids)

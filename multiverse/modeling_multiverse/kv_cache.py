@@ -1,0 +1,40 @@
+"""A preallocated KV cache with one write slot per query row, so branches share one cache per prompt.
+
+Forking copies nothing: a new branch's tokens are written to the next free slots of its prompt's row,
+and the mask decides who sees them. Slot 0 of every row is scratch: padding query rows write and read
+it, so no row is ever fully masked (a fully masked sdpa row is NaN, and NaN values leak through zero
+attention weights).
+
+It is duck-typed rather than a ``transformers.Cache`` subclass: Qwen2 attention only calls
+``update``, and the Cache base class API moves between transformers releases.
+"""
+
+import torch
+
+
+class BranchKVCache:
+    SCRATCH = 0
+
+    def __init__(self, config, batch_size: int, capacity: int, dtype, device):
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (batch_size, config.num_key_value_heads, capacity, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.capacity = capacity
+        self.batch_index = torch.arange(batch_size, device=device)[:, None]
+        self.write_slots = None  # [B, Q] slots of this step's query rows
+        self.kv_length = 0  # keys [0, kv_length) are read this step
+
+    def prepare(self, write_slots: torch.Tensor, kv_length: int):
+        if kv_length > self.capacity:
+            raise RuntimeError(f"KV cache full: {kv_length} slots needed, {self.capacity} allocated")
+        self.write_slots, self.kv_length = write_slots, kv_length
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        # [B, H, Q, D] -> rows written at (b, :, write_slots[b, q])
+        self.keys[layer_idx][self.batch_index, :, self.write_slots] = key_states.transpose(1, 2)
+        self.values[layer_idx][self.batch_index, :, self.write_slots] = value_states.transpose(1, 2)
+        return self.keys[layer_idx][:, :, :self.kv_length], self.values[layer_idx][:, :, :self.kv_length]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.kv_length

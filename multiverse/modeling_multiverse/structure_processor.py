@@ -1,0 +1,82 @@
+"""A LogitsProcessor that keeps generation inside the Multiverse grammar and its limits.
+
+The state of each row is a ``structure.Stream`` (the same grammar the parser and engine use); this
+class only turns "which tags may come next" into a score mask. In plain ``generate`` it follows each
+row linearly with an ``IncrementalParser``; the parallel engine hands it the branch streams directly.
+"""
+
+import torch
+from transformers import LogitsProcessor
+
+from .parser import IncrementalParser
+from .tags import END_PATH, TAGS
+
+
+class MultiverseStructureLogitsProcessor(LogitsProcessor):
+    r"""
+    Args:
+        tag_ids (`list[int]`): the 12 tag ids, in `TAGS` order (`config.multiverse_tag_ids`).
+        max_branches (`int`): most outlines (so paths) per block.
+        max_depth (`int`): most nested blocks; `<Parallel>` is banned in a stream this deep.
+        max_path_tokens (`int`, *optional*): a path this long is closed with `</Path>`.
+        eos_token_id (`int | list[int]`, *optional*): allowed only at top level, outside any block.
+    """
+
+    def __init__(self, tag_ids, max_branches: int = 16, max_depth: int = 4, max_path_tokens: int | None = None,
+                 eos_token_id=None):
+        if len(tag_ids) != len(TAGS):
+            raise ValueError(f"`tag_ids` must list the {len(TAGS)} tag ids in TAGS order, got {len(tag_ids)}")
+        if not isinstance(max_branches, int) or max_branches < 1:
+            raise ValueError(f"`max_branches` has to be a positive integer, but is {max_branches!r}")
+        if not isinstance(max_depth, int) or max_depth < 0:
+            raise ValueError(f"`max_depth` has to be a non-negative integer, but is {max_depth!r}; 0 forbids blocks")
+        if max_path_tokens is not None and (not isinstance(max_path_tokens, int) or max_path_tokens < 4):
+            raise ValueError(f"`max_path_tokens` has to be an integer >= 4 (the path seed alone takes ~4), "
+                             f"but is {max_path_tokens!r}")
+        self.tag_ids = torch.tensor(list(tag_ids), dtype=torch.long)
+        self.max_branches, self.max_depth, self.max_path_tokens = max_branches, max_depth, max_path_tokens
+        eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        self.eos_ids = torch.tensor(eos, dtype=torch.long)
+        self._code_of = {int(t): c for c, t in enumerate(tag_ids)}
+        self._rows: list[IncrementalParser] = []
+        self._seen: list[int] = []
+
+    # --- shared with the engine ----------------------------------------------------------------------
+    def row_rules(self, stream) -> tuple[list[bool], bool, bool]:
+        """(allowed per tag, eos allowed, must close now) for a stream."""
+        allowed = stream.allowed_tags(self.max_depth, self.max_branches)
+        eos_ok = not stream.is_branch and stream.top is None
+        must_close = (self.max_path_tokens is not None and stream.is_branch and stream.opened
+                      and stream.extent >= self.max_path_tokens)
+        return [c in allowed for c in range(len(TAGS))], eos_ok, must_close
+
+    def mask_scores(self, scores: torch.FloatTensor, rules: list) -> torch.FloatTensor:
+        """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close."""
+        allowed = torch.tensor([r[0] for r in rules], dtype=torch.bool, device=scores.device)
+        eos_ok = torch.tensor([r[1] for r in rules], dtype=torch.bool, device=scores.device)
+        must_close = torch.tensor([r[2] for r in rules], dtype=torch.bool, device=scores.device)
+        tag_ids, eos_ids = self.tag_ids.to(scores.device), self.eos_ids.to(scores.device)
+        neg = torch.finfo(scores.dtype).min
+        scores = scores.clone()
+        scores[:, tag_ids] = torch.where(allowed, scores[:, tag_ids], neg)
+        if len(eos_ids):
+            scores[:, eos_ids] = torch.where(eos_ok[:, None], scores[:, eos_ids], neg)
+        close_id = tag_ids[END_PATH]
+        forced = torch.full_like(scores, neg)
+        forced[:, close_id] = 0.0
+        return torch.where(must_close[:, None], forced, scores)
+
+    # --- plain HF generate: follow every row linearly -----------------------------------------------
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self._rows or len(self._rows) != input_ids.shape[0] or input_ids.shape[1] < max(self._seen):
+            self._rows = [IncrementalParser(False, True, "tokens", None) for _ in range(input_ids.shape[0])]
+            self._seen = [0] * input_ids.shape[0]
+        rules = []
+        for b, parser in enumerate(self._rows):
+            new = input_ids[b, self._seen[b]:].tolist()
+            for i, token in enumerate(new, start=self._seen[b]):
+                code = self._code_of.get(token)
+                parser.feed(code, i, i + 1)
+            self._seen[b] = input_ids.shape[1]
+            rules.append(self.row_rules(parser.cur))
+        return self.mask_scores(scores, rules)
