@@ -1,0 +1,1 @@
+"""Recipe configs: a package only so that built wheels ship the YAML files next to the code."""

@@ -1,0 +1,142 @@
+"""What the recipes share: their script arguments, model loading and an SFTTrainer with a chunked loss.
+
+``MultiverseSFTTrainer`` is TRL's ``SFTTrainer`` plus one option, ``loss_impl``:
+- ``"trl"``: TRL's own fused LM head (TRL >= 1.x never builds the full logits either);
+- ``"chunked"``: ``loss.add_chunked_lm_head``, pure torch, the path ``benchmarks/train_step.py`` measures.
+Both recipes (Multiverse and the autoregressive baseline) use it, so they train with the same loss.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import ScriptArguments, SFTTrainer
+
+from .loss import DEFAULT_CHUNK_TOKENS, add_chunked_lm_head
+
+LOSS_IMPLS = ("chunked", "trl")
+MASK_ATTENTIONS = ("flex_attention", "sdpa", "eager")  # the ones create_causal_mask builds our mask for
+
+
+@dataclass
+class MultiverseScriptArguments(ScriptArguments):
+    """``trl.ScriptArguments`` (``dataset_name`` also takes a local folder or .jsonl/.parquet file) plus:"""
+
+    loss_impl: str = field(default="chunked", metadata={
+        "help": "Cross-entropy without full logits: 'chunked' (ours, pure torch) or 'trl' (TRL's fused LM head).",
+        "choices": list(LOSS_IMPLS)})
+    ce_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, metadata={
+        "help": "Tokens per LM-head chunk for loss_impl='chunked'; each chunk's logits are chunk x vocab floats."})
+    curriculum: list[str] | None = field(default=None, metadata={
+        "help": "Stages 'FRACTION:EPOCHS' of Multiverse-form examples, e.g. 0.0:1 0.5:1 1.0:1 (Multiverse recipe; "
+                "needs num_train_epochs=1)."})
+    sequential_column: str | None = field(default=None, metadata={
+        "help": "Column with each example's sequential text, for the sequential form; default: strip the tags."})
+
+
+def check_script_args(script_args: MultiverseScriptArguments):
+    if script_args.loss_impl not in LOSS_IMPLS:
+        raise ValueError(f"loss_impl={script_args.loss_impl!r}; choose one of {LOSS_IMPLS}")
+    if script_args.ce_chunk_tokens < 1:
+        raise ValueError(f"ce_chunk_tokens={script_args.ce_chunk_tokens}: must be a positive number of tokens")
+    if not script_args.dataset_name:
+        raise ValueError("dataset_name is required: a Hub id, a save_to_disk folder or a .jsonl/.parquet file")
+
+
+def _from_pretrained_kwargs(model_args, training_args, default_attn: str) -> dict:
+    kwargs = dict(revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code,
+                  dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation or default_attn)
+    # The recipes build the model themselves, so SFTTrainer must not try to apply these again.
+    kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = None
+    return kwargs
+
+
+def load_multiverse_model(model_args, training_args):
+    """(MultiverseForCausalLM, tokenizer) from a Multiverse checkpoint, or from a Qwen2 one converted in memory."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..conversion import add_multiverse_tokens
+    from ..modeling_multiverse import MultiverseConfig, MultiverseForCausalLM, tag_token_ids
+
+    name = model_args.model_name_or_path
+    if not name:
+        raise ValueError("model_name_or_path is required: a Qwen2-family or Multiverse checkpoint")
+    kwargs = _from_pretrained_kwargs(model_args, training_args,
+                                     "flex_attention" if torch.cuda.is_available() else "sdpa")
+    attn = kwargs["attn_implementation"]
+    if attn not in MASK_ATTENTIONS:
+        raise ValueError(f"attn_implementation={attn!r} cannot apply the Multiverse mask; use one of {MASK_ATTENTIONS}")
+    if attn == "flex_attention" and not torch.cuda.is_available():
+        raise ValueError("attn_implementation='flex_attention' needs CUDA (FlexAttention has no CPU backward); "
+                         "use 'sdpa' on the CPU")
+    common = dict(revision=kwargs["revision"], trust_remote_code=kwargs["trust_remote_code"])
+    config = AutoConfig.from_pretrained(name, **common)
+    tokenizer = AutoTokenizer.from_pretrained(name, **common)
+    if config.model_type == "multiverse":
+        model = MultiverseForCausalLM.from_pretrained(name, **kwargs)
+    elif config.model_type == "qwen2":
+        # The same conversion as `multiverse convert`, kept in memory: tags added, their embeddings initialized.
+        fields = {k: v for k, v in config.to_dict().items()
+                  if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
+        model = MultiverseForCausalLM.from_pretrained(name, config=MultiverseConfig(**fields), **kwargs)
+        add_multiverse_tokens(tokenizer, model)
+    else:
+        raise ValueError(f"{name} is a {config.model_type!r} model; the Multiverse recipe takes Qwen2-family or "
+                         "Multiverse checkpoints")
+    tags = tag_token_ids(tokenizer)
+    if tags != list(model.config.multiverse_tag_ids):
+        # A mismatch would lay out every example wrongly without any error later on.
+        raise ValueError(f"the tokenizer's tag ids {tags} differ from config.multiverse_tag_ids "
+                         f"{model.config.multiverse_tag_ids}; re-run `multiverse convert`")
+    return model, tokenizer
+
+
+def load_causal_model(model_args, training_args):
+    """(model, tokenizer) for the autoregressive baseline: the checkpoint as it is."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required")
+    kwargs = _from_pretrained_kwargs(model_args, training_args, "sdpa")
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=kwargs["revision"],
+                                              trust_remote_code=kwargs["trust_remote_code"])
+    return model, tokenizer
+
+
+class MultiverseSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` with ``loss_impl`` ('chunked' or 'trl'); everything else is TRL's."""
+
+    def __init__(self, *args, loss_impl: str = "chunked", ce_chunk_tokens: int = DEFAULT_CHUNK_TOKENS, **kwargs):
+        if loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"loss_impl={loss_impl!r}; choose one of {LOSS_IMPLS}")
+        model = kwargs.get("model", args[0] if args else None)
+        if loss_impl == "chunked":
+            if isinstance(model, str):
+                raise ValueError("loss_impl='chunked' needs a model instance, not a name")
+            if kwargs.get("peft_config") is not None:
+                raise ValueError("loss_impl='chunked' does not support PEFT; use loss_impl='trl'")
+            # Patched before SFTTrainer adds its fused head on top, which passes our keyword through.
+            add_chunked_lm_head(model, ce_chunk_tokens)
+        self.loss_impl = loss_impl
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_impl == "trl":
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        loss = model(**inputs, chunked_ce_labels=labels, num_items_in_batch=num_items_in_batch).loss
+        # As SFTTrainer does: num_items_in_batch counts every rank's tokens and DDP averages the gradients.
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        mode = "train" if self.model.training else "eval"
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        if return_outputs:  # only evaluation with compute_metrics asks for the logits
+            with torch.no_grad():
+                return loss, model(**inputs)
+        return loss

@@ -1,0 +1,95 @@
+"""Every shipped config parses into the recipes' dataclasses, with the reference hyperparameters."""
+
+import glob
+import importlib.util
+import io
+import json
+import os
+from contextlib import redirect_stdout
+
+import pytest
+from accelerate.commands.config.config_args import ClusterConfig
+from trl import ModelConfig, SFTConfig
+
+from multiverse.model_shapes import random_model
+from multiverse.trl_recipes import sft_autoregressive, sft_multiverse
+from multiverse.trl_recipes.trainer import MultiverseScriptArguments
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CONFIGS = os.path.join(ROOT, "multiverse", "trl_recipes", "configs")
+RECIPE_CONFIGS = sorted(glob.glob(os.path.join(CONFIGS, "*.yaml")))
+SIZES = {"0.5b": 16384, "1.5b": 32768, "7b": 32768, "32b": 32768}  # block size: 32768 for the large models
+
+
+def test_there_is_a_config_per_size():
+    names = [os.path.basename(p) for p in RECIPE_CONFIGS]
+    assert all(f"qwen2.5-{size}-instruct.yaml" in names for size in SIZES)
+
+
+@pytest.mark.parametrize("path", RECIPE_CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("module", [sft_multiverse, sft_autoregressive], ids=["multiverse", "autoregressive"])
+def test_recipe_config_parses_with_the_reference_hyperparameters(path, module):
+    # --use_cpu only because this machine has no bf16-capable GPU; unknown keys would raise here.
+    script, training, model = module.make_parser().parse_args_and_config(["--config", path, "--use_cpu"])
+    assert isinstance(script, MultiverseScriptArguments) and isinstance(training, SFTConfig)
+    assert isinstance(model, ModelConfig)
+    size = os.path.basename(path)[len("qwen2.5-"):].split("-")[0]
+    assert model.model_name_or_path == f"Qwen/Qwen2.5-{size.upper()}-Instruct"
+    assert training.max_length == SIZES[size]
+    assert training.learning_rate == 1e-5 and training.lr_scheduler_type == "cosine"
+    assert training.warmup_steps == 0.05 and training.weight_decay == 1e-4
+    assert (training.adam_beta1, training.adam_beta2) == (0.9, 0.95)
+    assert training.bf16 and training.gradient_checkpointing
+    assert training.per_device_train_batch_size * training.gradient_accumulation_steps * {
+        "0.5b": 1, "1.5b": 1, "7b": 8, "32b": 16}[size] == 16
+    assert model.dtype == "bfloat16" and model.attn_implementation == "flex_attention"
+    assert script.loss_impl == "chunked" and not training.packing and training.pad_to_multiple_of == 128
+    if "curriculum" in path:
+        assert script.curriculum and training.num_train_epochs == 1
+    else:
+        assert script.curriculum is None and training.num_train_epochs == 5
+
+
+@pytest.mark.parametrize("name, kind", [("fsdp.yaml", "FSDP"), ("deepspeed_zero3.yaml", "DEEPSPEED")])
+def test_accelerate_configs_load(name, kind):
+    config = ClusterConfig.from_yaml_file(os.path.join(CONFIGS, "accelerate", name))
+    assert config.distributed_type == kind and config.mixed_precision == "bf16"
+    if kind == "FSDP":
+        # The wrap class must be the decoder layer the Multiverse model is made of.
+        layer = type(random_model("tiny").model.layers[0]).__name__
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == layer
+    else:
+        assert config.deepspeed_config["zero_stage"] == 3
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("train_step", os.path.join(ROOT, "benchmarks", "train_step.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def last_json(argv):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        load_benchmark().main(argv)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def test_benchmark_gpu_code_path_runs_on_cpu():
+    report = last_json(["--device", "cpu", "--size", "tiny", "--lengths", "768", "--steps", "1", "--warmup", "0",
+                        "--variants", "a,b,c,a-chunked", "--chunk-tokens", "256", "--source", "corpus"])
+    rows = {r["variant"]: r for r in report["results"]}
+    assert set(rows) == {"a", "b", "c", "a-chunked"} and all(r["status"] == "ok" for r in rows.values())
+    assert rows["c"]["visible_fraction"] < 0.95  # the first 768 corpus tokens already hold a block
+    # Same weights, same tokens: the causal variants agree, and the reference dense mask agrees with our path.
+    assert rows["a"]["loss"] == pytest.approx(rows["a-chunked"]["loss"], abs=1e-4)
+    assert rows["b"]["loss"] == pytest.approx(rows["c"]["loss"], abs=1e-4)
+    assert rows["a"]["loss"] != rows["b"]["loss"]  # and the structure does change the computation
+    assert "768" in report["c_over_a_time"]
+
+
+def test_benchmark_collator_only_reports_throughput_and_memory():
+    report = last_json(["--collator-only", "--lengths", "2048", "4096", "--repeats", "2"])
+    assert report["tokens_per_s"] > 0 and report["peak_mb"] > 0 and report["length"] == 4096
+    assert [r["length"] for r in report["results"]] == [2048, 4096]
