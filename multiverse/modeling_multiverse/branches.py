@@ -30,6 +30,15 @@ class Branch:
     start_step: int = -1
     end_step: int = -1
     presence_row: int = -1
+    prompt_ids: list = field(default_factory=list)  # the root's history starts with its prompt
+
+    @property
+    def history_length(self) -> int:
+        """Grammar indices (block ids, outline starts) count the stream's history: prompt + tokens for the root."""
+        return len(self.prompt_ids) + len(self.tokens)
+
+    def history(self, start: int, end: int | None = None) -> list:
+        return (self.prompt_ids + self.tokens)[start:end] if self.prompt_ids else self.tokens[start:end]
 
     @property
     def active(self) -> bool:
@@ -56,7 +65,7 @@ class PromptState:
     root: Branch
     streams: list  # sid -> Stream, for visibility
     length: int  # next free cache slot
-    prompt_tokens: int
+    prompt_ids: list  # the prompt without its padding
     pad: int = 0  # left-padding slots of this prompt
     branches: list = field(default_factory=list)
     generated: int = 0

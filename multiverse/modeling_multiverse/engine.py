@@ -66,8 +66,8 @@ class ParallelEngine:
             self.segments[b] = layout.segment_ids.to(device)
             positions[b] = layout.position_ids[1:1 + width]
             self._set_visibility(b, visibility_matrix([s.address if s.sid else None for s in parser.streams]))
-            root = Branch(stream=parser.cur, prompt=b, start_step=0)
-            state = PromptState(b, root, list(parser.streams), 1 + width, len(ids), pad=pad, branches=[root])
+            root = Branch(stream=parser.cur, prompt=b, start_step=0, prompt_ids=ids)
+            state = PromptState(b, root, list(parser.streams), 1 + width, ids, pad=pad, branches=[root])
             root.presence_row = self.sampler.new_row(tokens=ids)
             if forced is not None:
                 self.scripts.append(self._script(parser, ids, list(forced[b])))
@@ -155,7 +155,7 @@ class ParallelEngine:
                 br.done = True
             return
         frame = stream.top
-        event, reason = stream.step(code, (stream.sid, len(br.tokens) - 1))
+        event, reason = stream.step(code, br.history_length - 1)
         if event == FORK:
             frame.goal_end_pos = pos
             self._fork(state, br, frame)
@@ -175,7 +175,7 @@ class ParallelEngine:
         children = []
         fork_index = len(br.forks)
         for k, start in enumerate(frame.outline_starts):
-            outline = br.tokens[start[1] + 1:]
+            outline = br.history(start + 1, start + 1 + 64)
             ends = [i for i, t in enumerate(outline) if self.code_of.get(t) in (END_OUTLINE, OUTLINE)]
             outline = outline[:ends[0]] if ends else outline
             if br.script_sid is not None:

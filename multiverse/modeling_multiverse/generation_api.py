@@ -99,7 +99,10 @@ def _limits_only(processor):
 
 
 def summarize(state, tokens, tag_ids) -> dict:
-    result = parse(tokens, tag_ids, allow_truncated=False)
+    """Stats and tree of one prompt. The completion is read after its prompt, which may open a block."""
+    prompt = state.prompt_ids
+    result = parse(prompt + tokens, tag_ids)
+    prompt_critical = parse(prompt, tag_ids, allow_truncated=True).critical_path
     index = {id(br): i for i, br in enumerate(state.branches)}
     return {
         "tokens": state.generated,
@@ -108,9 +111,9 @@ def summarize(state, tokens, tag_ids) -> dict:
         "forks": state.forks,
         "max_depth": max(br.stream.depth for br in state.branches),
         "events": dict(state.events),
-        "repairs": [str(r) for r in result.repairs],
+        "repairs": [str(r) for r in result.repairs if r.index >= len(prompt)],
         "seconds": state.seconds,
-        "critical_path": result.critical_path,
+        "critical_path": result.critical_path - prompt_critical,
         "kv_slots": state.length - 1 - state.pad,  # cache slots holding prompt or generated tokens
         "tree": tree_dict(result),
         "branches": [{"id": i, "parent": index.get(id(br.parent)), "label": br.stream.label or "root",
@@ -120,6 +123,7 @@ def summarize(state, tokens, tag_ids) -> dict:
 
 
 def tree_dict(result) -> dict:
+    """Blocks and paths as plain data; spans index the unpadded prompt + completion."""
     def block(b):
         return {"start": b.start, "end": b.end, "closed": b.closed, "outlines": [o.label for o in b.outlines],
                 "paths": [{"label": p.label, "start": p.start, "end": p.end, "closed": p.closed,

@@ -18,7 +18,8 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         tag_ids (`list[int]`): the 12 tag ids, in `TAGS` order (`config.multiverse_tag_ids`).
         max_branches (`int`): most outlines (so paths) per block.
         max_depth (`int`): most nested blocks; `<Parallel>` is banned in a stream this deep.
-        max_path_tokens (`int`, *optional*): a path this long is closed with `</Path>`.
+        max_path_tokens (`int`, *optional*): most tokens (positions, for nested paths) a path may take, its
+            closing `</Path>` included; a path that reaches it is closed.
         eos_token_id (`int | list[int]`, *optional*): allowed only at top level, outside any block.
     """
 
@@ -47,7 +48,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         allowed = stream.allowed_tags(self.max_depth, self.max_branches)
         eos_ok = not stream.is_branch and stream.top is None
         must_close = (self.max_path_tokens is not None and stream.is_branch and stream.opened
-                      and stream.extent >= self.max_path_tokens)
+                      and stream.extent >= self.max_path_tokens - 1)
         return [c in allowed for c in range(len(TAGS))], eos_ok, must_close
 
     def mask_scores(self, scores: torch.FloatTensor, rules: list) -> torch.FloatTensor:

@@ -1,0 +1,182 @@
+"""Malformed model output never crashes or hangs; every limit and repair is counted in the stats."""
+
+import pytest
+import torch
+from transformers import TextStreamer
+
+from engine_helpers import run_engine
+from mock_lm import TableLM
+from multiverse.modeling_multiverse import TAGS
+from multiverse.modeling_multiverse.parser import parse
+from multiverse.modeling_multiverse.structure_processor import MultiverseStructureLogitsProcessor
+from test_parity import TEXT
+
+
+@pytest.fixture(scope="module")
+def ids(tokenizer):
+    tags = dict(zip(TAGS, TokenIds(tokenizer).tags))
+    return type("Ids", (), {**{t.strip("<>/").lower() + ("_end" if t.startswith("</") else ""): i
+                                for t, i in tags.items()}, "nl": tokenizer.encode("\n")[0],
+                            "word": tokenizer.encode(" the")[0], "one": tokenizer.encode("1")[0],
+                            "colon": tokenizer.encode(":")[0], "eos": tokenizer.eos_token_id})
+
+
+class TokenIds:
+    def __init__(self, tokenizer):
+        from multiverse.modeling_multiverse import tag_token_ids
+
+        self.tags = tag_token_ids(tokenizer)
+
+
+def test_goal_without_outline_continues_sequentially(tokenizer, ids):
+    model = TableLM(tokenizer, {ids.parallel: ids.goal, ids.goal: ids.goal_end, ids.goal_end: ids.word},
+                    default=ids.word)
+    out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=12, enforce_structure=False)
+    stats = out.multiverse[0]
+    assert stats["events"]["empty_goal"] == 1 and stats["forks"] == 0
+    assert stats["steps"] == stats["tokens"] == 12  # sequential: one token per step
+
+
+def test_runaway_nesting_is_capped_at_max_depth(tokenizer, ids):
+    """A model that opens a block at every chance: depth stops at max_depth, paths still close."""
+    table = {ids.parallel: ids.goal, ids.goal: ids.outline, ids.outline: ids.one, ids.one: ids.outline_end,
+             ids.outline_end: ids.goal_end, ids.colon: ids.parallel}
+    model = TableLM(tokenizer, table, default=ids.path_end)
+    out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=400, max_depth=2, max_path_tokens=12,
+                     tokenizer=tokenizer)
+    stats = out.multiverse[0]
+    assert stats["max_depth"] == 2
+    assert stats["forks"] >= 2
+    assert not any("stray" in r for r in stats["repairs"])
+
+
+def test_branch_that_never_closes_is_capped(tokenizer, ids):
+    model = TableLM(tokenizer, {}, default=ids.word)  # never emits </Path>
+    prompt = tokenizer.encode("<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n")
+    model.table[ids.nl, ids.goal_end] = 5.0  # close the goal, then ramble
+    out = run_engine(model, [prompt], max_new_tokens=200, max_path_tokens=10, tokenizer=tokenizer)
+    stats = out.multiverse[0]
+    assert stats["events"]["path_budget_closed"] == 2
+    (block,) = parse(out.sequences[0].tolist(), model.config.multiverse_tag_ids).blocks
+    assert all(p.closed and p.end - p.start <= 10 for p in block.paths)
+    assert all(b["closed"] for b in stats["branches"] if b["label"] != "root")
+
+
+def test_total_budget_stops_and_is_counted(tokenizer, ids):
+    model = TableLM(tokenizer, {}, default=ids.word)
+    out = run_engine(model, [[ids.word]], max_new_tokens=7)
+    assert out.multiverse[0]["tokens"] == 7
+    assert out.multiverse[0]["events"]["token_budget_exhausted"] == 1
+
+
+def test_stray_tags_in_forced_output_are_counted_not_fatal(tokenizer):
+    model = TableLM(tokenizer)
+    bad = tokenizer.encode("text </Path> more <Conclusion> x </Parallel> end")
+    prompt = tokenizer.encode("hi")
+    out = run_engine(model, [prompt], forced=[bad], max_new_tokens=64)
+    assert out.sequences[0, len(prompt):].tolist() == bad
+    assert out.multiverse[0]["events"]["stray_tag"] == 3
+
+
+def test_eos_only_at_top_level(tokenizer, ids):
+    """eos is the model's favourite token everywhere; inside a block the grammar holds it back."""
+    table = {ids.outline_end: ids.goal_end, ids.conclusion: ids.conclusion_end, ids.conclusion_end: ids.parallel_end,
+             ids.parallel_end: ids.word}
+    model = TableLM(tokenizer, table, default=ids.eos)
+    prompt = tokenizer.encode("<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>")
+    out = run_engine(model, [prompt], max_new_tokens=40, eos_token_id=ids.eos, max_path_tokens=8,
+                     tokenizer=tokenizer)
+    text = tokenizer.decode(out.sequences[0])
+    assert text.count("<|im_end|>") == 1 and text.endswith("</Parallel> the<|im_end|>")
+    assert out.multiverse[0]["events"]["path_budget_closed"] == 1
+
+
+def test_prompt_ending_inside_a_path_is_refused(tokenizer, ids):
+    model = TableLM(tokenizer)
+    prompt = tokenizer.encode("<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n</Goal>\n<Path>\n1:")
+    with pytest.raises(ValueError, match="ends inside a <Path>"):
+        run_engine(model, [prompt], max_new_tokens=4, tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(max_branches=0), "max_branches"), (dict(max_depth=-1), "max_depth"),
+    (dict(max_path_tokens=2), "max_path_tokens"), (dict(tag_ids=[1, 2]), "tag_ids"),
+])
+def test_processor_checks_its_arguments(kwargs, name):
+    args = dict(tag_ids=list(range(12))) | kwargs
+    with pytest.raises(ValueError, match=name):
+        MultiverseStructureLogitsProcessor(**args)
+
+
+def test_processor_in_plain_hf_generate(tiny_model, tokenizer):
+    """multiverse_parallel=False: stock HF decoding, same mask, grammar still enforced."""
+    prompt = tokenizer.encode("Think.\n<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n")
+    out = tiny_model.generate(torch.tensor([prompt]), multiverse_parallel=False, max_new_tokens=40,
+                              do_sample=True, top_k=0, temperature=5.0, max_path_tokens=8, eos_token_id=None,
+                              pad_token_id=0)
+    result = parse(out[0].tolist(), tiny_model.config.multiverse_tag_ids, allow_truncated=True)
+    assert result.ok, result.repairs
+
+
+def test_autoregressive_mode_matches_parallel_greedy(tiny_model, tokenizer):
+    """Greedy AR decoding under the Multiverse mask gives the same tokens as the parallel engine."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True,
+                                           tokenize=False)
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    parallel = tiny_model.generate(ids, max_new_tokens=20, tokenizer=tokenizer)
+    sequential = tiny_model.generate(ids, multiverse_parallel=False, max_new_tokens=20, do_sample=False,
+                                     pad_token_id=0)
+    assert torch.equal(parallel[0, :sequential.shape[1]], sequential[0, :parallel.shape[1]])
+
+
+class Collect:
+    def __init__(self):
+        self.chunks, self.ended = [], False
+
+    def put(self, value):
+        self.chunks.append(value.flatten().tolist())
+
+    def end(self):
+        self.ended = True
+
+
+def test_linear_streamer_sees_the_training_order(tiny_model, tokenizer):
+    prompt = tokenizer.encode("hi")
+    completion = tokenizer.encode(TEXT)
+    sink = Collect()
+    out = tiny_model.generate(torch.tensor([prompt]), forced_completions=[completion], streamer=sink,
+                              max_new_tokens=200)
+    streamed = [t for chunk in sink.chunks[1:] for t in chunk]
+    assert sink.chunks[0] == prompt and sink.ended
+    assert streamed == out[0, len(prompt):].tolist() == completion
+    assert len(sink.chunks) > 10  # it streamed as it went, not once at the end
+
+
+def test_text_streamer_prints_the_decoded_text(tiny_model, tokenizer, capsys):
+    completion = tokenizer.encode(TEXT)
+    tiny_model.generate(torch.tensor([tokenizer.encode("hi")]), forced_completions=[completion],
+                        streamer=TextStreamer(tokenizer, skip_prompt=True), max_new_tokens=200)
+    assert capsys.readouterr().out.strip() == TEXT.strip()
+
+
+def test_branch_streamer_gets_fork_and_merge_events(tiny_model, tokenizer):
+    events = []
+
+    class Branches:
+        def on_token(self, branch, token):
+            events.append(("token", branch.stream.label))
+
+        def on_fork(self, parent, children):
+            events.append(("fork", [c.stream.label for c in children]))
+
+        def on_merge(self, parent, children):
+            events.append(("merge", len(children)))
+
+        def end(self):
+            events.append(("end",))
+
+    tiny_model.generate(torch.tensor([tokenizer.encode("hi")]), forced_completions=[tokenizer.encode(TEXT)],
+                        streamer=Branches(), max_new_tokens=200)
+    assert ("fork", ["1", "2", "3"]) in events and ("merge", 3) in events and events[-1] == ("end",)
+    labels = [e[1] for e in events if e[0] == "token"]
+    assert {"1", "2", "3"} <= set(labels)
