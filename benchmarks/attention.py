@@ -13,6 +13,7 @@ The loss is the mean square of the backbone's last hidden state, so the LM head 
 import argparse
 
 import torch
+from transformers import Qwen2Model
 
 from common import device_name, finish, structured_ids, timed
 from multiverse.model_shapes import random_model
@@ -57,9 +58,12 @@ def run_case(model, case: str, ids, layout, device: str, repeat: int):
     # FlexAttention has no backward on CPU: there the flex case times the forward only.
     backward = not (case == "flex" and device == "cpu")
 
+    # causal must be plain Qwen2: MultiverseModel would read the structure from the ids.
+    forward = (lambda **kw: Qwen2Model.forward(model.model, **kw)) if case == "causal" else model.model
+
     def step():
         with torch.set_grad_enabled(backward):
-            out = model.model(**inputs)
+            out = forward(**inputs)
             loss = out.last_hidden_state.float().pow(2).mean()
         if backward:
             loss.backward()
