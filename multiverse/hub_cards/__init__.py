@@ -1,1 +1,1 @@
-"""hub_cards"""
+"""Hub: model cards, `multiverse export` and `multiverse push` (and the CLI of `multiverse eval`)."""
