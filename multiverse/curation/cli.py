@@ -1,0 +1,203 @@
+"""Commands: ``multiverse curate``, ``multiverse toy-data`` and ``multiverse validate``."""
+
+import json
+from pathlib import Path
+
+import typer
+
+CHECKPOINT_NAME, REPORT_NAME = "checkpoint.jsonl", "report.json"
+
+
+def curate(
+    input: Path = typer.Argument(..., help="JSONL file or a datasets folder (save_to_disk) of traces"),
+    output: Path = typer.Argument(..., help="Folder for the dataset, card, report and checkpoint"),
+    endpoint: str = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"),
+    model: str = typer.Option(None, help="Model name at --endpoint"),
+    local_model: str = typer.Option(None, help="A local transformers model folder or Hub id, instead of --endpoint"),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key"),
+    concurrency: int = typer.Option(4, help="Items in flight at once"),
+    max_repairs: int = typer.Option(2, help="Repair rounds per item (K), for the plan and for the rewrite"),
+    max_paths: int = typer.Option(8, help="Most paths the plan may put in one block"),
+    timeout: float = typer.Option(600.0, help="Seconds per HTTP request"),
+    retries: int = typer.Option(4, help="Retries per request on 429, 5xx, timeouts and malformed responses"),
+    backoff: float = typer.Option(1.0, help="First retry delay in seconds; doubles each retry, jittered"),
+    temperature: float = typer.Option(0.0, help="Sampling temperature of the curating model"),
+    max_tokens: int = typer.Option(None, help="Completion token limit per request (local default 4096)"),
+    response_format: str = typer.Option("none", help="How the plan's JSON is requested: none, json_object or "
+                                                     "json_schema (vLLM, SGLang and OpenAI enforce it)"),
+    question_column: str = typer.Option(None, help="Question column (default: question, problem or prompt)"),
+    trace_column: str = typer.Option(None, help="Trace column (default: s1K-1.1 deepseek_thinking_trajectory, "
+                                                "thinking_trajectories, trace, ...)"),
+    answer_column: str = typer.Option(None, help="Answer column (default: deepseek_attempt, attempt, answer, ...)"),
+    id_column: str = typer.Option(None, help="Stable id column (default: a hash of question and trace)"),
+    split: str = typer.Option(None, help="Split of a saved DatasetDict"),
+    limit: int = typer.Option(None, help="Only the first N items"),
+    system_prompt: Path = typer.Option(None, help="Replace the packaged system prompt (text file)"),
+    plan_prompt: Path = typer.Option(None, help="Replace the plan prompt (Jinja file)"),
+    rewrite_prompt: Path = typer.Option(None, help="Replace the rewrite prompt (Jinja file)"),
+    repair_prompt: Path = typer.Option(None, help="Replace the repair prompt (Jinja file)"),
+    plan_repair_prompt: Path = typer.Option(None, help="Replace the plan-repair prompt (Jinja file)"),
+    min_length_ratio: float = typer.Option(0.5, help="Rewrite/source length ratio lower bound"),
+    max_length_ratio: float = typer.Option(2.0, help="Rewrite/source length ratio upper bound"),
+    min_overlap: float = typer.Option(0.5, help="Share of the source's words the rewrite must keep"),
+    drop_dependent: bool = typer.Option(False, help="Fail items whose paths use a sibling's result (else flag)"),
+    mix: float = typer.Option(None, help="Curriculum: this share of examples also given autoregressively, first"),
+    seed: int = typer.Option(0, help="Seed for --mix and the local model's sampling"),
+    sft_system: str = typer.Option(None, help="System message to put in every SFT prompt"),
+    checkpoint: Path = typer.Option(None, help=f"Checkpoint JSONL (default OUTPUT/{CHECKPOINT_NAME})"),
+    retry_failed: bool = typer.Option(False, help="Run failed items of the checkpoint again"),
+    progress: bool = typer.Option(True, help="Show a progress bar"),
+):
+    """Convert sequential reasoning traces into Multiverse SFT data with an LLM: plan, rewrite, validate,
+    repair, keep the source. Resumable: rerun the same command to continue."""
+    from .backends import FatalBackendError
+    from .inputs import load_items
+    from .pipeline import CurateConfig
+    from .prompts import Prompts
+    from .runner import print_report, run_curation
+    from .source_checks import SourceBounds
+
+    if (endpoint is None) == (local_model is None):
+        raise typer.BadParameter("give either --endpoint (with --model) or --local-model")
+    if endpoint is not None and not model:
+        raise typer.BadParameter("--endpoint needs --model")
+    try:
+        prompts = Prompts({"system": system_prompt, "plan": plan_prompt, "rewrite": rewrite_prompt,
+                           "repair": repair_prompt, "plan_repair": plan_repair_prompt})
+        config = CurateConfig(prompts=prompts, max_repairs=max_repairs, max_paths=max_paths,
+                              bounds=SourceBounds(min_length_ratio, max_length_ratio, min_overlap),
+                              response_format=response_format, drop_dependent=drop_dependent)
+        items = load_items(input, question_column=question_column, trace_column=trace_column,
+                           answer_column=answer_column, id_column=id_column, split=split, limit=limit)
+        backend = _backend(endpoint, model, local_model, api_key_env, timeout, retries, backoff, temperature,
+                           max_tokens, seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint or output / CHECKPOINT_NAME
+    try:
+        report = run_curation(items, backend, config, checkpoint, concurrency=concurrency,
+                              retry_failed=retry_failed, progress=progress)
+    except FatalBackendError as err:
+        typer.echo(f"error: {err}\nnothing was recorded for the unfinished items; rerun to continue", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    report.update(input=str(input), prompts_fingerprint=prompts.fingerprint(), max_repairs=max_repairs)
+    (output / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print_report(report)
+    _build(output, checkpoint, report, config, mix, seed, sft_system, str(input), prompts)
+
+
+def _backend(endpoint, model, local_model, api_key_env, timeout, retries, backoff, temperature, max_tokens, seed):
+    from .backends import OpenAIBackend, TransformersBackend
+
+    if local_model is not None:
+        return TransformersBackend(local_model, max_new_tokens=max_tokens or 4096, temperature=temperature,
+                                   seed=seed)
+    return OpenAIBackend(endpoint, model, api_key_env=api_key_env, timeout=timeout, retries=retries,
+                         backoff=backoff, max_backoff=max(backoff, 60.0), temperature=temperature,
+                         max_tokens=max_tokens)
+
+
+def _build(output: Path, checkpoint: Path, report: dict, config, mix, seed, sft_system, source, prompts):
+    import datasets
+
+    from .card import dataset_card
+    from .checkpoint import Checkpoint
+    from .dataset_build import build_dataset
+
+    with Checkpoint(checkpoint) as ckpt:
+        records = list(ckpt.records.values())
+    if not any(r["outcome"] == "ok" for r in records):
+        typer.echo("no ok examples yet: no dataset written", err=True)
+        raise typer.Exit(1)
+    datasets.disable_progress_bars()  # one line per split saved says nothing the summary does not
+    dataset = build_dataset(records, mix=mix, seed=seed, system=sft_system)
+    dataset.save_to_disk(str(output))
+    card = dataset_card(dataset, report, output=str(output), source=source, backend=report["run"]["backend"],
+                        prompts_fingerprint=prompts.fingerprint(), max_repairs=config.max_repairs,
+                        bounds=config.bounds, mix=mix)
+    card.save(output / "README.md")
+    typer.echo(f"wrote {output}: " + ", ".join(f"{k} {len(v)}" for k, v in dataset.items()))
+
+
+def toy_data(
+    output: Path = typer.Argument(..., help="Folder for train.jsonl, test.jsonl and the SFT dataset sft/"),
+    train: int = typer.Option(2000, help="Training problems"),
+    test: int = typer.Option(200, help="Held-out problems (disjoint from training by construction)"),
+    seed: int = typer.Option(0),
+    steps: int = typer.Option(16, help="Additions per counter: the length of each path's chain"),
+    min_paths: int = typer.Option(2, help="Fewest counters (paths) per problem"),
+    max_paths: int = typer.Option(4, help="Most counters (paths) per problem"),
+):
+    """Write the built-in toy task: sequential and Multiverse traces, held-out problems, and an SFT dataset."""
+    import datasets
+
+    from .dataset_build import build_dataset
+    from .toy_task import as_records, make_examples, make_test_problems
+
+    try:
+        kwargs = dict(steps=steps, min_paths=min_paths, max_paths=max_paths)
+        train_rows, test_rows = make_examples(train, seed, **kwargs), make_test_problems(test, seed, **kwargs)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    output.mkdir(parents=True, exist_ok=True)
+    datasets.disable_progress_bars()
+    for name, rows in (("train", train_rows), ("test", test_rows)):
+        with (output / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    build_dataset(as_records(train_rows), seed=seed).save_to_disk(str(output / "sft"))
+    typer.echo(f"wrote {output}: train {len(train_rows)}, test {len(test_rows)}, sft/ dataset; "
+               f"{_tokens_per_step(train_rows[:500]):.2f} completion tokens per decode step")
+
+
+def _tokens_per_step(rows) -> float:
+    """What parallel decoding gains on this data, measured with a tokenizer trained on it (as a from-scratch
+    run would): generated tokens over the critical path."""
+    from ..modeling_multiverse import tag_token_ids
+    from ..modeling_multiverse.parser import parse
+    from ..tokenization import train_tokenizer
+    from .toy_task import as_chat
+
+    tok = train_tokenizer([m["content"] for r in rows for m in as_chat(r)], vocab_size=300)
+    tags = tag_token_ids(tok)
+    results = [parse(tok.encode(as_chat(r)[1]["content"] + tok.eos_token), tags) for r in rows]
+    return sum(r.length for r in results) / sum(r.critical_path for r in results)
+
+
+def validate(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
+                                       help="JSONL of traces, or text files of model output"),
+    column: str = typer.Option("multiverse_trace", help="Trace column of JSONL files"),
+):
+    """Check traces with the strict validator. Says which rule each invalid trace or block breaks, and where."""
+    from ..transcripts import read_transcript
+    from .validate import check_blocks, validate_trace
+
+    bad = 0
+    for path in files:
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                trace = json.loads(line).get(column)
+                if not isinstance(trace, str):
+                    raise typer.BadParameter(f"{path}:{n} has no text column {column!r}")
+                for v in validate_trace(trace):
+                    bad += 1
+                    typer.echo(f"{path}:{n}: {v}")
+            continue
+        for row in check_blocks(read_transcript(path).completion):
+            verdict = "ok" if row["rule"] is None else f"{row['rule']} at char {row['index']}"
+            bad += row["rule"] is not None
+            typer.echo(f"{path}: block at char {row['start']} (depth {row['depth']}, "
+                       f"{'complete' if row['complete'] else 'incomplete'}): {verdict}")
+    raise typer.Exit(1 if bad else 0)
+
+
+def register(app):
+    app.command("curate")(curate)
+    app.command("toy-data")(toy_data)
+    app.command("validate")(validate)

@@ -1,0 +1,64 @@
+"""Stage 5: build the SFT dataset from finished records.
+
+Layout of OUTPUT (``datasets.DatasetDict.save_to_disk``; ``load_from_disk(OUTPUT)``):
+- ``train``: the Multiverse examples, or with ``mix`` the autoregressive-to-Multiverse curriculum;
+- ``autoregressive``: every example with the structure stripped, for the baseline.
+
+Rows are TRL conversational prompt-completion examples:
+``prompt = [{"role": "user", ...}]`` (a system turn first when given) and
+``completion = [{"role": "assistant", "content": "<Think>\\n{trace}\\n</Think>\\n{answer}"}]``.
+The ``<Think>`` wrapper matches the published Multiverse data and corpus: the reasoning (with its
+blocks) is thought, the answer text after ``</Think>`` is what the user reads. Autoregressive rows use
+the same wrapper around ``validate.strip_structure(trace)`` so that mixing them changes only the
+structure, never the framing. Extra columns: ``id``, ``format`` ("multiverse"/"autoregressive") and
+``answer``.
+"""
+
+import random
+
+from .validate import strip_structure, validate_trace
+
+FORMATS = ("multiverse", "autoregressive")
+
+
+def completion_text(trace: str, answer: str) -> str:
+    return f"<Think>\n{trace}\n</Think>\n{answer}"
+
+
+def example(record: dict, fmt: str, system: str | None = None) -> dict:
+    trace = record["multiverse_trace"] if fmt == "multiverse" else strip_structure(record["multiverse_trace"])
+    prompt = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": record["question"]}]
+    return {"id": record["id"], "format": fmt, "answer": record["answer"], "prompt": prompt,
+            "completion": [{"role": "assistant", "content": completion_text(trace, record["answer"])}]}
+
+
+def curriculum(records: list, mix: float, seed: int = 0, system: str | None = None) -> list[dict]:
+    """``round(mix * N)`` autoregressive examples (a seeded choice) first, then all N Multiverse ones.
+
+    The order is the curriculum, so train it without shuffling (e.g. a sequential sampler); with
+    shuffling it is a plain mix at that ratio.
+    """
+    if not 0 <= mix <= 1:
+        raise ValueError(f"mix={mix} must lie in [0, 1] (the share of examples also given autoregressively)")
+    chosen = random.Random(seed).sample(records, round(mix * len(records)))
+    return [example(r, "autoregressive", system) for r in chosen] + [example(r, "multiverse", system) for r in records]
+
+
+def build_dataset(records, mix: float | None = None, seed: int = 0, system: str | None = None):
+    """A ``DatasetDict`` from ok records in input order. Traces are re-validated: a checkpoint edited by
+    hand or written by an older version cannot slip a malformed example into training."""
+    import datasets
+
+    ok = sorted((r for r in records if r["outcome"] == "ok"), key=lambda r: r["index"])
+    for r in ok:
+        problems = validate_trace(r["multiverse_trace"])
+        if problems:
+            raise ValueError(f"record {r['id']} (input row {r['index']}) has an invalid trace: {problems[0]}")
+    if not ok:
+        raise ValueError("no finished ok examples to build a dataset from")
+    train = curriculum(ok, mix, seed, system) if mix is not None else [example(r, "multiverse", system) for r in ok]
+    return datasets.DatasetDict({
+        "train": datasets.Dataset.from_list(train),
+        "autoregressive": datasets.Dataset.from_list([example(r, "autoregressive", system) for r in ok]),
+    })

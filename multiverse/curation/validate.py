@@ -1,0 +1,141 @@
+"""Stage (c): validate a rewritten trace with the strict parser, and say which rule broke where.
+
+The strict parser (``modeling_multiverse.parser``) is the grammar; this module only adds what training
+data needs on top of it: at least one block, explicit ``i:`` labels numbered the way the engine seeds
+paths, and no ``<Think>`` inside the trace (the dataset builder wraps it).
+"""
+
+import re
+from dataclasses import dataclass
+
+from ..modeling_multiverse.parser import StructureError, parse
+from ..modeling_multiverse.tags import LABEL_PATTERN, TAG_PATTERN
+
+_PATH_LABEL = re.compile(r"<Path>\s*[0-9]+(?:\.[0-9]+)*\s*:[ \t]*")
+_FENCE = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n\s*```\s*$", re.S)
+
+
+@dataclass
+class Violation:
+    rule: str
+    index: int  # char offset in the canonical trace
+    line: int
+    column: int
+    message: str
+    excerpt: str  # the trace around ``index``, with ">>>" marking the spot
+
+    def __str__(self):
+        return f"[{self.rule}] line {self.line}, column {self.column}: {self.message}\n{self.excerpt}"
+
+
+def violation(text: str, rule: str, index: int, message: str, context: int = 120) -> Violation:
+    index = max(0, min(index, len(text)))
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    excerpt = text[max(0, index - context):index] + ">>>" + text[index:index + context]
+    return Violation(rule, index, line, column, message, excerpt)
+
+
+def extract_trace(answer: str) -> str:
+    """The trace inside an LLM answer: without a code fence or a ``<Think>`` wrapper around it."""
+    text = answer.strip()
+    m = _FENCE.match(text)
+    if m:
+        text = m.group(1).strip()
+    if text.startswith("<Think>") and "</Think>" in text:
+        text = text[len("<Think>"):text.rindex("</Think>")]
+    return canonicalize(text)
+
+
+def canonicalize(trace: str) -> str:
+    """Every tag on its own line, as in the published data and the engine's forced seeds (DESIGN 2).
+
+    Whitespace next to a tag is all the grammar ignores, so only that is rewritten.
+    """
+    parts, pos = [], 0
+    for m in TAG_PATTERN.finditer(trace):
+        chunk = trace[pos:m.start()].strip()
+        if chunk:
+            parts.append(chunk)
+        parts.append(m.group())
+        pos = m.end()
+    if trace[pos:].strip():
+        parts.append(trace[pos:].strip())
+    return "\n".join(parts)
+
+
+def validate_trace(trace: str) -> list[Violation]:
+    """Everything wrong with ``trace`` as Multiverse training text; empty when it is valid.
+
+    The strict parser stops at the first grammar error, so at most one grammar violation is reported;
+    label problems are only checked once the grammar holds.
+    """
+    for m in TAG_PATTERN.finditer(trace):
+        if m.group() in ("<Think>", "</Think>"):
+            return [violation(trace, "think-tag", m.start(),
+                              f"{m.group()} inside the trace; the dataset adds the <Think> wrapper itself")]
+    try:
+        result = parse(trace, strict=True)
+    except StructureError as err:
+        return [violation(trace, err.rule, err.index, str(err).split(": ", 1)[1])]
+    if not result.all_blocks:
+        return [violation(trace, "no-block", 0, "the trace has no <Parallel> block")]
+    return _label_violations(trace, result)
+
+
+def _label_violations(trace: str, result) -> list[Violation]:
+    out = []
+    parent_label = {}
+    for block in result.all_blocks:
+        for path in block.paths:
+            for inner in path.blocks:
+                parent_label[id(inner)] = path.label
+    for block in result.all_blocks:
+        prefix = parent_label.get(id(block))
+        for k, outline in enumerate(block.outlines):
+            expected = f"{prefix}.{k + 1}" if prefix else str(k + 1)
+            if outline.label != expected:
+                body_start = outline.start + len("<Outline>")
+                found = f"label {outline.label!r}" if outline.label else "no 'i:' label"
+                out.append(violation(trace, "outline-label", body_start,
+                                     f"outline {k + 1} of this block must start with '{expected}:', found {found}"))
+        for k, path in enumerate(block.paths):
+            m = LABEL_PATTERN.match(trace, path.tag_end) if path.tag_end >= 0 else None
+            if m is None:
+                out.append(violation(trace, "path-label", max(path.tag_end, path.start),
+                                     f"path {k + 1} must start with its outline's label '{path.label}:'"))
+    return out
+
+
+def strip_structure(trace: str) -> str:
+    """The same reasoning as plain sequential text: goals (the fork plans) and every tag removed.
+
+    Path bodies lose their ``i:`` labels, which only make sense next to the outlines. Meant for traces
+    that passed ``validate_trace``.
+    """
+    text = re.sub(r"<Goal>.*?</Goal>", "", trace, flags=re.S)  # goals hold no nested goals
+    text = _PATH_LABEL.sub("", text)
+    text = TAG_PATTERN.sub("", text)
+    return re.sub(r"\n\s*\n+", "\n", text).strip()
+
+
+def check_blocks(text: str) -> list[dict]:
+    """Strictly validate every block of (untrusted) model output on its own.
+
+    A block is *complete* when the tolerant parse closed it and recorded no repair inside it. Returns,
+    per block in order: its span, whether it is complete, and the strict verdict (``rule`` None when
+    accepted, else the rule and the absolute index where it broke).
+    """
+    result = parse(text)
+    rows = []
+    for block in result.all_blocks:
+        end = block.end if block.end >= 0 else len(text)
+        complete = block.closed and not any(block.start <= r.index < end for r in result.repairs)
+        try:
+            parse(text[block.start:end], strict=True)
+            rule, index, message = None, None, ""
+        except StructureError as err:
+            rule, index, message = err.rule, block.start + err.index, str(err)
+        rows.append(dict(start=block.start, end=end, depth=block.depth, complete=complete,
+                         rule=rule, index=index, message=message))
+    return rows
