@@ -116,7 +116,8 @@ def test_malformed_xml_is_repaired_within_k(tmp_path):
             assert r["multiverse_trace"] == e["multiverse_trace"]
     # The repair request carries the bad answer and the validator's rule, place and excerpt.
     repair = next(r for r in requests_for(server, EXAMPLES[0]) if task_of(r) == "repair")
-    assert repair["messages"][-2]["role"] == "assistant" and "</Path>\n<Conclusion>" not in repair["messages"][-2]["content"]
+    bad = repair["messages"][-2]
+    assert bad["role"] == "assistant" and "</Path>\n<Conclusion>" not in bad["content"]
     assert "[stray-tag] line" in repair["messages"][-1]["content"] and ">>>" in repair["messages"][-1]["content"]
     plan_repair = next(r for r in requests_for(server, EXAMPLES[3]) if task_of(r) == "plan-repair")
     assert "no JSON object" in plan_repair["messages"][-1]["content"]
@@ -174,7 +175,8 @@ def test_dataset_from_records_loads_with_chat_fields(tmp_path):
     train, ar = data["train"], data["autoregressive"]
     assert train["format"] == ["autoregressive"] * 3 + ["multiverse"] * 12 and len(ar) == 12
     row = train[3]
-    assert [m["role"] for m in row["prompt"]] == ["system", "user"] and row["prompt"][1]["content"] == EXAMPLES[0]["question"]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["prompt"][1]["content"] == EXAMPLES[0]["question"]
     (turn,) = row["completion"]
     assert turn["role"] == "assistant"
     assert turn["content"] == f"<Think>\n{EXAMPLES[0]['multiverse_trace']}\n</Think>\n{EXAMPLES[0]['answer']}"

@@ -144,7 +144,8 @@ def test_prompts_render_and_override(tmp_path):
     assert "1. [rule] x" in prompts.render("repair", errors=["[rule] x"])
     custom = tmp_path / "plan.jinja"
     custom.write_text("# Task: plan\n{{ question }} only")
-    assert Prompts({"plan": custom}).render("plan", question="Q", trace="", schema="", max_paths=2) == "# Task: plan\nQ only"
+    rendered = Prompts({"plan": custom}).render("plan", question="Q", trace="", schema="", max_paths=2)
+    assert rendered == "# Task: plan\nQ only"
     with pytest.raises(FileNotFoundError, match="--plan-prompt"):
         Prompts({"plan": tmp_path / "missing.jinja"})
     custom.write_text("{{ nope }}")

@@ -85,7 +85,9 @@ def curate_item(item: Item, backend, config: CurateConfig) -> dict:
         result = parse(trace)
         record.update(outcome="ok", multiverse_trace=trace, stats={
             "blocks": len(result.all_blocks), "paths": sum(len(b.paths) for b in result.all_blocks),
-            "max_depth": result.max_depth, "ideal_parallelism": round(result.ideal_parallelism, 4)})
+            "max_depth": result.max_depth,
+            # in characters: no tokenizer is assumed here; tokens per step differ (digits, tags are 1 token)
+            "ideal_parallelism_chars": round(result.ideal_parallelism, 4)})
     except _Failure as failure:
         record.update(reason=failure.reason, detail=failure.detail)
     record.update(calls=session.calls, tokens={"prompt": session.prompt_tokens,

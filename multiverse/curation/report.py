@@ -34,9 +34,8 @@ def summarize(records, wall_seconds: float | None = None) -> dict:
         "source_checks": {"answer_kept": dict(kept),
                           "length_ratio": _spread(c["length_ratio"] for c in checks),
                           "overlap": _spread(c["overlap"] for c in checks)} if checks else None,
-        "structure": {"blocks": _spread(r["stats"]["blocks"] for r in ok),
-                      "paths": _spread(r["stats"]["paths"] for r in ok),
-                      "ideal_parallelism": _spread(r["stats"]["ideal_parallelism"] for r in ok)} if ok else None,
+        "structure": {key: _spread(r["stats"][key] for r in ok)
+                      for key in ("blocks", "paths", "ideal_parallelism_chars")} if ok else None,
         "item_seconds": _spread(r["seconds"] for r in records),
     }
     if wall_seconds is not None:

@@ -99,7 +99,8 @@ def print_report(report: dict, stream=None):
         lines.append(f"this run: {run['ran']} items ({run['ok']} ok, {run['failed']} failed), "
                      f"{run['resumed']} already done, backend {run['backend']}"
                      + (" (interrupted: rerun the same command to resume)" if run["interrupted"] else ""))
-    lines.append(f"checkpoint: {report['items']} items, " + ", ".join(f"{k} {v}" for k, v in report["outcomes"].items()))
+    outcomes = ", ".join(f"{k} {v}" for k, v in report["outcomes"].items())
+    lines.append(f"checkpoint: {report['items']} items, {outcomes}")
     for reason, n in report["failure_reasons"].items():
         lines.append(f"  failed {reason}: {n}")
     tokens = report["tokens"]
