@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# Tiny models: one thread is faster than two (thread hand-offs cost more than the work), and CI's two
+# cores stay free for the subprocesses some tests start.
+torch.set_num_threads(1)
+
 from multiverse.model_shapes import random_model
 from multiverse.testing import corpus_tokenizer
 
