@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from ..modeling_multiverse.parser import StructureError, parse
 from ..modeling_multiverse.tags import LABEL_PATTERN, TAG_PATTERN
+from ..sequential_form import to_sequential_text
 
-_PATH_LABEL = re.compile(r"<Path>\s*[0-9]+(?:\.[0-9]+)*\s*:[ \t]*")
 _FENCE = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n\s*```\s*$", re.S)
 
 
@@ -108,15 +108,8 @@ def _label_violations(trace: str, result) -> list[Violation]:
 
 
 def strip_structure(trace: str) -> str:
-    """The same reasoning as plain sequential text: goals (the fork plans) and every tag removed.
-
-    Path bodies lose their ``i:`` labels, which only make sense next to the outlines. Meant for traces
-    that passed ``validate_trace``.
-    """
-    text = re.sub(r"<Goal>.*?</Goal>", "", trace, flags=re.S)  # goals hold no nested goals
-    text = _PATH_LABEL.sub("", text)
-    text = TAG_PATTERN.sub("", text)
-    return re.sub(r"\n\s*\n+", "\n", text).strip()
+    """The same reasoning as plain sequential text (``multiverse.sequential_form``), for a valid trace."""
+    return to_sequential_text(trace).strip()
 
 
 def check_blocks(text: str) -> list[dict]:

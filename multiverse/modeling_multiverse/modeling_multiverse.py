@@ -121,16 +121,18 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
                                           else self.generation_config)
         options = split_options(generation_config, kwargs)
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        # Generation settings go into the config; what is left are model inputs (attention_mask, ...).
+        model_kwargs = generation_config.update(**kwargs)
         if not options["multiverse_parallel"]:
             processors = LogitsProcessorList(logits_processor or [])
             if options["enforce_structure"]:
                 processors.append(structure_processor(self.config, generation_config, options))
             if options["tokenizer"] is not None:
-                kwargs["tokenizer"] = options["tokenizer"]
+                model_kwargs["tokenizer"] = options["tokenizer"]
             return super().generate(input_ids, generation_config=generation_config, logits_processor=processors,
-                                    stopping_criteria=stopping_criteria, streamer=streamer, **kwargs)
-        attention_mask = kwargs.pop("attention_mask", None)
-        unused = generation_config.update(**kwargs)
+                                    stopping_criteria=stopping_criteria, streamer=streamer, **model_kwargs)
+        attention_mask = model_kwargs.pop("attention_mask", None)
+        unused = model_kwargs
         if unused:
             raise ValueError(f"parallel generate does not take {sorted(unused)}; see generation_api for its options")
         if logits_processor or stopping_criteria:

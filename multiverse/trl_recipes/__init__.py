@@ -1,11 +1,18 @@
 """TRL training recipes: Multiverse SFT, the autoregressive baseline, a curriculum, configs per model size.
 
-Importing this package does not import TRL: the collator and the chunked loss are also used where TRL is
-not installed (``benchmarks/train_step.py`` on the GPU machine). The recipes are
-``multiverse.trl_recipes.sft_multiverse`` and ``multiverse.trl_recipes.sft_autoregressive``.
+Importing this package does not import TRL, nor torch: ``multiverse.cli`` imports it at every start. The
+collator and the chunked loss (also used where TRL is not installed, such as ``benchmarks/train_step.py``
+on the GPU machine) load on first use. The recipes are ``multiverse.trl_recipes.sft_multiverse`` and
+``multiverse.trl_recipes.sft_autoregressive``.
 """
 
-from .collator import MultiverseDataCollator
-from .loss import add_chunked_lm_head, chunked_causal_lm_loss
+import importlib
 
-__all__ = ["MultiverseDataCollator", "add_chunked_lm_head", "chunked_causal_lm_loss"]
+_WHERE = {"MultiverseDataCollator": "collator", "add_chunked_lm_head": "loss", "chunked_causal_lm_loss": "loss"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

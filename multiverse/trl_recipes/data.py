@@ -2,21 +2,13 @@
 
 The curation pipeline writes a ``datasets.Dataset`` with ``prompt`` and ``completion`` in conversational
 form; the completion is the Multiverse-tagged assistant text. The *sequential form* of a completion is the
-same reasoning as plain text, by the rule ``curation.validate.strip_structure`` applies to traces: the
-goals (fork plans) go, path bodies lose their ``i:`` labels, the ten parallel tags go and blank lines
-collapse. ``<Think>``/``</Think>`` stay: they frame the reasoning in both forms.
+same reasoning as plain text, by the one rule in ``multiverse.sequential_form``.
 """
 
 import os
-import re
 
-from ..modeling_multiverse.tags import TAGS
+from ..sequential_form import to_sequential_text
 
-PARALLEL_TAGS = TAGS[2:]  # <Parallel> ... </Conclusion>; TAGS[:2] are <Think> </Think>
-_GOAL = re.compile(r"<Goal>.*?</Goal>", re.S)  # a goal holds outlines only, never a nested goal
-_PATH_LABEL = re.compile(r"<Path>\s*[0-9]+(?:\.[0-9]+)*\s*:[ \t]*")
-_PARALLEL_TAG = re.compile("|".join(re.escape(t) for t in PARALLEL_TAGS))
-_BLANK_LINES = re.compile(r"\n\s*\n+")
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
@@ -40,14 +32,6 @@ def load_training_dataset(name: str, config: str | None = None, split: str = "tr
             raise ValueError(f"{name}: unknown data file type {suffix!r}; use one of {sorted(LOCAL_FORMATS)}")
         return load_dataset(LOCAL_FORMATS[suffix], data_files={split: name}, split=split, streaming=streaming)
     return load_dataset(name, name=config, split=split, streaming=streaming)
-
-
-def to_sequential_text(text: str) -> str:
-    """The completion text without its parallel structure (text without tags comes back unchanged)."""
-    if not _PARALLEL_TAG.search(text):
-        return text
-    text = _PARALLEL_TAG.sub("", _PATH_LABEL.sub("", _GOAL.sub("", text)))
-    return _BLANK_LINES.sub("\n", text)
 
 
 def _sequential_value(value, column: str):
