@@ -49,7 +49,7 @@ def test_traces_are_valid_exact_format_and_right():
         answer, finals = reference_answer(e["question"])
         assert e["answer"] == str(answer) and len(block.paths) == len(finals) == e["paths"]
         for path, final in zip(block.paths, finals):  # each path holds its own counter's result only
-            assert trace[path.tag_end:path.end].rstrip().removesuffix("</Path>").rstrip().endswith(f"= {final}")
+            assert trace[path.tag_end:path.end].rstrip().removesuffix("</Path>").rstrip().endswith(f"={final}")
         assert f"\n</Path>\n<Path>\n" in trace and trace.startswith("<Parallel>\n<Goal>\n<Outline>\n1: ")
         # The sequential trace is the same reasoning without the structure.
         unlabelled = re.sub(r"^\d+: ", "", e["sequential_trace"], flags=re.M)

@@ -1,16 +1,16 @@
 """The built-in toy task: modular counters. Deterministic, offline, and small enough to train from scratch.
 
-A problem lists 2 to 4 counters, each a start digit and a step. Every counter adds its step
-``steps`` times modulo 10 (a chain of ``steps`` digits); the answer is the sum of the final digits
-modulo 10. The counters are genuinely independent (one path each) and the conclusion really combines
-them (a running sum modulo 10 over the paths' results)::
+A problem lists 2 to 4 counters, each a start digit and a step. Every counter adds its step ``steps``
+times modulo 10, written as a scratchpad; the answer is the sum of the final digits modulo 10. The
+counters are genuinely independent (one path each) and the conclusion really combines them (a running
+sum modulo 10 over the paths' results, written the same way)::
 
-    question:  Add each counter's step 16 times, mod 10. Then add the final digits, mod 10.
+    question:  Add each counter's step 3 times, mod 10. Then add the final digits, mod 10.
                1: 6+1
                2: 4+9
-    path 1:    1: 6+1: 7890123456789012 = 2
-    path 2:    2: 4+9: 3210987654321098 = 8
-    conclusion running sum: 2 0
+    path 1:    1: 6+1=7,7+1=8,8+1=9
+    path 2:    2: 4+9=3,3+9=2,2+9=1
+    conclusion 0+9=9,9+1=0
     answer:    0
 
 Why this shape. Probes trained a ~1M-parameter MultiverseForCausalLM (4 layers, width 128) from
@@ -20,19 +20,11 @@ forced as the engine forces them:
   only 1.32 tokens per decode step, because the answer restates everything;
 - counting a letter in 6-letter lines (a running count per path, a running sum in the conclusion):
   100% after 1000 steps; with 10-letter lines under 30%: copying long operands is what is hard;
-- unforced decoding failed for every design: a path cannot see its siblings, so nothing in it tells
-  which label comes next. Training sequences carry that loss floor (about 0.03 per token here).
-Modular counters keep what worked (a 3-token operand copied from the outline, one local rule per
-token, a running sum) and move the tokens into the paths, since the answer is one digit. Tokens per
-decode step of the completion (a Qwen2-style tokenizer trained on the data), by ``steps`` and counters:
-
-    steps   2-4 counters   3-4    4
-      8        1.52        1.61  1.69
-     16        1.65        1.76  1.86
-     24        1.76        1.88  2.00
-     32        1.83        1.98  2.12
-
-This exact task has not been trained end to end yet (the probes above ran on the other designs).
+- a bare digit chain per counter (``6+1: 7890...``) stalled at a loss of 1.2 after 180 steps of 16
+  problems: each digit needs the step from far back. The scratchpad puts every operand a fixed distance
+  back (loss 0.86 and 15% exact after 120 such steps, 3 minutes on 2 CPU cores: see the quickstart).
+Paths carry most tokens, so decoding them in parallel pays: with 4 counters of 6 steps the engine
+decodes 2.0 tokens per step.
 
 Held-out problems are disjoint from training ones by construction: a problem belongs to the test split
 iff a hash of its question says so, whatever the seeds.
@@ -55,20 +47,25 @@ def is_test_problem(question: str) -> bool:
     return zlib.crc32(question.encode()) % TEST_MODULUS == 0
 
 
-def _chain(start: int, step: int, steps: int) -> str:
-    return "".join(str((start + step * k) % 10) for k in range(1, steps + 1))
+def _scratchpad(start: int, step: int, steps: int) -> tuple[str, int]:
+    """``6+1=7,7+1=8,...``: every token follows from a token a fixed distance back, which tiny models learn
+    fast (a bare digit chain needs the step from far back and stalled a ~1M model at loss 1.2)."""
+    work, value = [], start
+    for _ in range(steps):
+        work.append(f"{value}+{step}={(value + step) % 10}")
+        value = (value + step) % 10
+    return ",".join(work), value
 
 
 def solve(specs, steps: int) -> dict:
     """Both traces, the plan a curating LLM should produce, and the answer, for ``specs`` [(start, step)]."""
-    chains = [_chain(s, d, steps) for s, d in specs]
-    finals = [int(c[-1]) for c in chains]
-    running, total = [], 0
-    for f in finals:
+    chains, finals = zip(*(_scratchpad(s, d, steps) for s, d in specs))
+    sums, total = [], 0
+    for f in finals:  # the conclusion's running sum, written the same way
+        sums.append(f"{total}+{f}={(total + f) % 10}")
         total = (total + f) % 10
-        running.append(str(total))
-    work = [f"{i + 1}: {s}+{d}: {c} = {f}" for i, ((s, d), c, f) in enumerate(zip(specs, chains, finals))]
-    conclusion = "running sum: " + " ".join(running)
+    work = [f"{i + 1}: {c}" for i, c in enumerate(chains)]
+    conclusion = ",".join(sums)
     multiverse = "\n".join(
         ["<Parallel>", "<Goal>"]
         + [f"<Outline>\n{i + 1}: {s}+{d}\n</Outline>" for i, (s, d) in enumerate(specs)]

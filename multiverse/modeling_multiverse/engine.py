@@ -18,7 +18,7 @@ from .branches import Branch, PromptState, Seeds
 from .kv_cache import BranchKVCache
 from .layout import layout_from_parse, visibility_matrix
 from .masks import dense_mask
-from .parser import ROOT_SID, IncrementalParser, ParseResult, _id_items
+from .parser import IncrementalParser, ParseResult, _id_items, default_label
 from .sampling import BranchSampler
 from .structure import CLOSE, EMPTY_GOAL, FORK, POP, STRAY, compatible
 from .tags import END_OUTLINE, OUTLINE
@@ -178,11 +178,11 @@ class ParallelEngine:
             outline = br.history(start + 1, start + 1 + 64)
             ends = [i for i, t in enumerate(outline) if self.code_of.get(t) in (END_OUTLINE, OUTLINE)]
             outline = outline[:ends[0]] if ends else outline
-            if br.script_sid is not None:
-                label, seed = "", []
+            if br.script_sid is not None:  # a replay's script holds the seeds; the label is only a name
+                label, seed = default_label(br.stream, k), []
             else:
                 label, seed = self.seeds.path(br.stream, k, outline, self.tag_ids)
-            child_stream = br.stream.spawn(frame, len(state.streams), label or str(k + 1))
+            child_stream = br.stream.spawn(frame, len(state.streams), label)
             state.streams.append(child_stream)
             child = Branch(stream=child_stream, prompt=state.index, parent=br, queue=deque(seed))
             if br.script_sid is not None:
