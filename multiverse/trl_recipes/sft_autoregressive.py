@@ -25,7 +25,7 @@ def main(script_args, training_args, model_args):
     from trl import get_peft_config
 
     from .data import load_training_dataset, sequential_dataset
-    from .trainer import MultiverseSFTTrainer, check_script_args, load_causal_model
+    from .trainer import MultiverseSFTTrainer, check_script_args, load_causal_model, train_and_save
 
     check_script_args(script_args)
     if script_args.curriculum:
@@ -50,25 +50,13 @@ def main(script_args, training_args, model_args):
         loss_impl=script_args.loss_impl,
         ce_chunk_tokens=script_args.ce_chunk_tokens,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    return trainer
+    return train_and_save(trainer, training_args, script_args)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from .trainer import recipe_parser
 
-    from .trainer import MultiverseScriptArguments
-
-    dataclass_types = (MultiverseScriptArguments, SFTConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("sft-autoregressive", help="Autoregressive baseline SFT",
-                                     dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog)
+    return recipe_parser("sft-autoregressive", "Autoregressive baseline SFT", subparsers, prog)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,24 @@ class MultiverseSFTTrainer(SFTTrainer):
             with torch.no_grad():
                 return loss, model(**inputs)
         return loss
+
+
+def train_and_save(trainer, training_args, script_args):
+    """Train, save the weights with the log history beside them (to compare recipes), push if asked."""
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    return trainer
+
+
+def recipe_parser(name: str, help: str, subparsers=None, prog: str | None = None):
+    """TrlParser over (MultiverseScriptArguments, SFTConfig, ModelConfig), as trl's scripts build theirs."""
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    dataclass_types = (MultiverseScriptArguments, SFTConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser(name, help=help, dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types, prog=prog)
