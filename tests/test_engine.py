@@ -61,6 +61,21 @@ def test_engine_parity_on_random_structures(tiny_model, tokenizer, items):
     assert_parity(tiny_model, prompt, completion)
 
 
+def test_flex_configured_model_decodes_like_sdpa(tiny_model, tokenizer):
+    """Regression: a flex_attention model got the engine's bool mask, which flex reads as a score bias."""
+    prompt, completion = encode_pair(tokenizer, NESTED)
+    tiny_model.config._attn_implementation = "flex_attention"
+    try:
+        out = tiny_model.generate(torch.tensor([prompt]), forced_completions=[completion], output_logits=True,
+                                  return_dict_in_generate=True, max_new_tokens=len(completion) + 8)
+        assert tiny_model.config._attn_implementation == "flex_attention"  # restored afterwards
+    finally:
+        tiny_model.config._attn_implementation = "sdpa"
+    reference = teacher_forced(tiny_model, prompt, completion)
+    for i, lg in enumerate(out.logits[0]):
+        torch.testing.assert_close(lg, reference[i], atol=1e-4, rtol=0)
+
+
 def test_corpus_replay_reproduces_every_file(tokenizer):
     """All 30 files in one batch: each sequence exactly, decode steps equal to its critical path."""
     model = TableLM(tokenizer)

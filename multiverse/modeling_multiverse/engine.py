@@ -70,14 +70,14 @@ class ParallelEngine:
             state = PromptState(b, root, list(parser.streams), 1 + width, ids, pad=pad, branches=[root])
             root.presence_row = self.sampler.new_row(tokens=ids)
             if forced is not None:
-                self.scripts.append(self._script(parser, ids, list(forced[b])))
+                self.scripts.append(self._script(ids, list(forced[b])))
                 root.script_sid = parser.cur.sid
                 root.queue.extend(self.scripts[b].get(root.script_sid, []))
             self.prompts.append(state)
         slots = torch.arange(1, 1 + width, device=device).expand(batch, -1)
         return positions.to(device), slots
 
-    def _script(self, prompt_parser, prompt_ids, completion):
+    def _script(self, prompt_ids, completion):
         """Forced replay: the tokens of each stream of prompt+completion, parsed like training data."""
         parser = IncrementalParser(False, True, "tokens", None)
         for item in _id_items(prompt_ids + completion, self.tag_ids):
@@ -223,6 +223,18 @@ class ParallelEngine:
     # --- the loop ------------------------------------------------------------------------------------
     @torch.no_grad()
     def run(self, input_ids, attention_mask=None, forced=None):
+        config = self.model.config
+        impl = config._attn_implementation
+        # The engine's masks are dense [B, 1, Q, K] bools over a handful of query rows: sdpa's job. A
+        # BlockMask pays off on long training sequences; flex would read a tensor mask as a score bias.
+        if impl not in ("sdpa", "eager"):
+            config._attn_implementation = "sdpa"
+        try:
+            return self._run(input_ids, attention_mask, forced)
+        finally:
+            config._attn_implementation = impl
+
+    def _run(self, input_ids, attention_mask, forced):
         started = time.perf_counter()
         positions, slots = self._start(input_ids, attention_mask, forced)
         logits = self._forward(input_ids, positions, slots, keep_last=True)
