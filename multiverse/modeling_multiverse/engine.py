@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from .branches import Branch, PromptState, Seeds
-from .kv_cache import BranchKVCache
+from .kv_cache import BranchKVCache, LayoutBuffers
 from .layout import layout_from_parse, visibility_matrix
-from .masks import dense_mask
 from .parser import IncrementalParser, ParseResult, _id_items, default_label
 from .sampling import BranchSampler
 from .structure import CLOSE, EMPTY_GOAL, FORK, POP, STRAY, compatible
@@ -45,8 +44,7 @@ class ParallelEngine:
         capacity = 1 + width + self.max_new_tokens + 1
         model_dtype = next(self.model.parameters()).dtype
         self.cache = BranchKVCache(self.model.config, batch, capacity, model_dtype, device)
-        self.segments = torch.zeros(batch, capacity, dtype=torch.long, device=device)
-        self.vis = torch.zeros(batch, 16, 16, dtype=torch.bool, device=device)
+        self.layout = LayoutBuffers(batch, capacity, device)
         self.sampler = BranchSampler(self.gc, batch, self.model.config.vocab_size, device, self.seed)
         self.prompts, self.scripts = [], []
         positions = torch.zeros(batch, width, dtype=torch.long)
@@ -63,9 +61,9 @@ class ParallelEngine:
                 raise ValueError(f"prompt {b} ends inside a <Path>; close it or cut the prompt before the block")
             result = ParseResult("tokens", len(ids), [], [], [], [tuple(r) for r in parser.runs], parser.streams, {})
             layout = layout_from_parse(result, offset=pad + 1, total=capacity)
-            self.segments[b] = layout.segment_ids.to(device)
+            self.layout.segments[b] = layout.segment_ids.to(device)
             positions[b] = layout.position_ids[1:1 + width]
-            self._set_visibility(b, visibility_matrix([s.address if s.sid else None for s in parser.streams]))
+            self.layout.set_visibility(b, visibility_matrix([s.address if s.sid else None for s in parser.streams]))
             root = Branch(stream=parser.cur, prompt=b, start_step=0, prompt_ids=ids)
             state = PromptState(b, root, list(parser.streams), 1 + width, ids, pad=pad, branches=[root])
             root.presence_row = self.sampler.new_row(tokens=ids)
@@ -91,23 +89,11 @@ class ParallelEngine:
         per_sid["forks"] = parser.fork_children
         return per_sid
 
-    def _reserve_segments(self, n: int):
-        if n > self.vis.shape[1]:
-            old = self.vis.shape[1]
-            grown = torch.zeros(self.vis.shape[0], 2 * n, 2 * n, dtype=torch.bool, device=self.vis.device)
-            grown[:, :old, :old] = self.vis
-            self.vis = grown
-
-    def _set_visibility(self, b: int, matrix):
-        n = matrix.shape[0]
-        self._reserve_segments(n)
-        self.vis[b, :n, :n] = torch.as_tensor(matrix, device=self.vis.device)
-
     # --- one forward over the rows to write ----------------------------------------------------------
     def _forward(self, input_ids, position_ids, slots, keep_last: bool):
         kv_length = max(p.length for p in self.prompts)
         self.cache.prepare(slots, kv_length)
-        mask = dense_mask(self.segments[:, :kv_length], self.vis, slots, kv_length)
+        mask = self.layout.mask(slots, kv_length)
         if self.model.config._attn_implementation == "eager":
             mask = torch.zeros(mask.shape, dtype=self.cache.keys[0].dtype, device=mask.device).masked_fill(
                 ~mask, torch.finfo(self.cache.keys[0].dtype).min)
@@ -131,9 +117,9 @@ class ParallelEngine:
                 br.slots.append(state.length)
                 state.length += 1
                 br.pending = False
-        device = self.segments.device
+        device = self.layout.segments.device
         t = [torch.from_numpy(a).to(device, non_blocking=True) for a in (ids, pos, slots, sids)]
-        self.segments[self.cache.batch_index, t[2]] = t[3]
+        self.layout.segments[self.cache.batch_index, t[2]] = t[3]
         return t[0], t[1], t[2], rows
 
     # --- emission ------------------------------------------------------------------------------------
@@ -201,12 +187,8 @@ class ParallelEngine:
             self.streamer.on_fork(br, children)
 
     def _grow_visibility(self, state: PromptState, stream):
-        b, sid = state.index, stream.sid
-        self._reserve_segments(sid + 1)
-        row = [s.sid != 0 and compatible(stream.address, s.address) for s in state.streams[:sid]] + [True]
-        row = torch.tensor(row, dtype=torch.bool, device=self.vis.device)
-        self.vis[b, sid, :sid + 1] = row
-        self.vis[b, :sid + 1, sid] = row
+        row = [s.sid != 0 and compatible(stream.address, s.address) for s in state.streams[:stream.sid]] + [True]
+        self.layout.add_segment(state.index, stream.sid, row)
 
     def _maybe_merge(self, state: PromptState, parent: Branch):
         cut, children = parent.forks[-1]

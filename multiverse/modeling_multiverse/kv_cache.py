@@ -1,4 +1,6 @@
-"""A preallocated KV cache with one write slot per query row, so branches share one cache per prompt.
+"""Preallocated device state of the engine: the KV cache and the layout of what it holds.
+
+The KV cache has one write slot per query row, so branches share one cache per prompt.
 
 Forking copies nothing: a new branch's tokens are written to the next free slots of its prompt's row,
 and the mask decides who sees them. Slot 0 of every row is scratch: padding query rows write and read
@@ -10,6 +12,8 @@ It is duck-typed rather than a ``transformers.Cache`` subclass: Qwen2 attention 
 """
 
 import torch
+
+from .masks import dense_mask
 
 
 class BranchKVCache:
@@ -38,3 +42,37 @@ class BranchKVCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.kv_length
+
+
+class LayoutBuffers:
+    """Segment id of every cache slot and the segments' visibility, per prompt: the engine's layout.
+
+    Visibility grows (doubling) as branches open; it is symmetric, and causality comes from slot order.
+    """
+
+    def __init__(self, batch_size: int, capacity: int, device):
+        self.segments = torch.zeros(batch_size, capacity, dtype=torch.long, device=device)
+        self.visibility = torch.zeros(batch_size, 16, 16, dtype=torch.bool, device=device)
+
+    def reserve(self, n: int):
+        if n > self.visibility.shape[1]:
+            old = self.visibility.shape[1]
+            grown = torch.zeros(self.visibility.shape[0], 2 * n, 2 * n, dtype=torch.bool,
+                                device=self.visibility.device)
+            grown[:, :old, :old] = self.visibility
+            self.visibility = grown
+
+    def set_visibility(self, b: int, matrix):
+        n = matrix.shape[0]
+        self.reserve(n)
+        self.visibility[b, :n, :n] = torch.as_tensor(matrix, device=self.visibility.device)
+
+    def add_segment(self, b: int, sid: int, row: list):
+        """Segment ``sid`` of prompt ``b`` sees (and is seen by) segments 0..sid as ``row`` says."""
+        self.reserve(sid + 1)
+        row = torch.tensor(row, dtype=torch.bool, device=self.visibility.device)
+        self.visibility[b, sid, :sid + 1] = row
+        self.visibility[b, :sid + 1, sid] = row
+
+    def mask(self, query_slots, kv_length: int):
+        return dense_mask(self.segments[:, :kv_length], self.visibility, query_slots, kv_length)
