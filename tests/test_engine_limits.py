@@ -108,6 +108,19 @@ def test_processor_checks_its_arguments(kwargs, name):
         MultiverseStructureLogitsProcessor(**args)
 
 
+def test_processor_without_grammar_keeps_the_limits():
+    """enforce_structure=False lifts the tag order, not the limits, in plain HF decoding and in the engine."""
+    tags = list(range(100, 112))
+    on = MultiverseStructureLogitsProcessor(tags, max_depth=0)
+    off = MultiverseStructureLogitsProcessor(tags, max_depth=0, grammar=False)
+    ids, scores = torch.tensor([[5, 6]]), torch.zeros(1, 120)
+    parallel, end_goal = tags[TAGS.index("<Parallel>")], tags[TAGS.index("</Goal>")]
+    for processor in (on, off):
+        assert processor(ids, scores)[0, parallel] < -1e30  # depth 0: no block, either way
+    assert on(ids, scores)[0, end_goal] < -1e30  # the grammar bans a stray </Goal> ...
+    assert off(ids, scores)[0, end_goal] == 0  # ... only while it is enforced
+
+
 def test_processor_in_plain_hf_generate(tiny_model, tokenizer):
     """multiverse_parallel=False: stock HF decoding, same mask, grammar still enforced."""
     prompt = tokenizer.encode("Think.\n<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n")

@@ -16,7 +16,6 @@ from .branches import Seeds
 from .engine import ParallelEngine
 from .parser import parse
 from .structure_processor import MultiverseStructureLogitsProcessor
-from .tags import OUTLINE, PARALLEL, TAGS
 
 OPTION_DEFAULTS = dict(multiverse_parallel=True, max_branches=16, max_depth=4, max_path_tokens=None,
                        max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
@@ -44,7 +43,8 @@ def split_options(generation_config, kwargs: dict) -> dict:
 def structure_processor(config, generation_config, options) -> MultiverseStructureLogitsProcessor:
     return MultiverseStructureLogitsProcessor(
         config.multiverse_tag_ids, max_branches=options["max_branches"], max_depth=options["max_depth"],
-        max_path_tokens=options["max_path_tokens"], eos_token_id=generation_config.eos_token_id)
+        max_path_tokens=options["max_path_tokens"], eos_token_id=generation_config.eos_token_id,
+        grammar=options["enforce_structure"])
 
 
 def parallel_generate(model, input_ids, attention_mask, generation_config, options, streamer=None):
@@ -56,9 +56,6 @@ def parallel_generate(model, input_ids, attention_mask, generation_config, optio
     if forced is not None and len(forced) != input_ids.shape[0]:
         raise ValueError(f"forced_completions has {len(forced)} entries for a batch of {input_ids.shape[0]}")
     processor = structure_processor(model.config, generation_config, options)
-    if not options["enforce_structure"]:
-        # limits stay (depth, branches, path budget); only the grammar's tag bans are lifted
-        processor.row_rules = _limits_only(processor)
     seeds = None if forced is not None else Seeds(options["tokenizer"], model.config.multiverse_seed_token_ids)
     if streamer is not None and not hasattr(streamer, "on_token"):
         if input_ids.shape[0] != 1:
@@ -84,18 +81,6 @@ def parallel_generate(model, input_ids, attention_mask, generation_config, optio
         return sequences
     return MultiverseGenerateOutput(sequences=sequences, multiverse=summaries,
                                     logits=logits if generation_config.output_logits else None)
-
-
-def _limits_only(processor):
-    """Row rules that keep the limits (depth, branches, path budget) but not the grammar's tag bans."""
-    def rules(stream):
-        allowed = [True] * len(TAGS)
-        if stream.depth >= processor.max_depth:
-            allowed[PARALLEL] = False
-        if stream.top is not None and len(stream.top.outline_starts) >= processor.max_branches:
-            allowed[OUTLINE] = False
-        return allowed, True, MultiverseStructureLogitsProcessor.row_rules(processor, stream)[2]
-    return rules
 
 
 def summarize(state, tokens, tag_ids) -> dict:

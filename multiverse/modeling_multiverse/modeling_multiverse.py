@@ -140,9 +140,9 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
         # Generation settings go into the config; what is left are model inputs (attention_mask, ...).
         model_kwargs = generation_config.update(**kwargs)
         if not options["multiverse_parallel"]:
+            # The limits always hold; enforce_structure=False lifts only the grammar's tag order.
             processors = LogitsProcessorList(logits_processor or [])
-            if options["enforce_structure"]:
-                processors.append(structure_processor(self.config, generation_config, options))
+            processors.append(structure_processor(self.config, generation_config, options))
             if options["tokenizer"] is not None:
                 model_kwargs["tokenizer"] = options["tokenizer"]
             return super().generate(input_ids, generation_config=generation_config, logits_processor=processors,

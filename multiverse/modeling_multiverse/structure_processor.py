@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor
 
 from .parser import IncrementalParser
-from .tags import END_PATH, TAGS
+from .tags import END_PATH, OUTLINE, PARALLEL, TAGS
 
 
 class MultiverseStructureLogitsProcessor(LogitsProcessor):
@@ -21,10 +21,12 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         max_path_tokens (`int`, *optional*): most tokens (positions, for nested paths) a path may take, its
             closing `</Path>` included; a path that reaches it is closed.
         eos_token_id (`int | list[int]`, *optional*): allowed only at top level, outside any block.
+        grammar (`bool`, defaults to `True`): enforce the grammar's tag order. With `False` only the limits
+            stay: depth, branches per block and the path budget.
     """
 
     def __init__(self, tag_ids, max_branches: int = 16, max_depth: int = 4, max_path_tokens: int | None = None,
-                 eos_token_id=None):
+                 eos_token_id=None, grammar: bool = True):
         if len(tag_ids) != len(TAGS):
             raise ValueError(f"`tag_ids` must list the {len(TAGS)} tag ids in TAGS order, got {len(tag_ids)}")
         if not isinstance(max_branches, int) or max_branches < 1:
@@ -36,6 +38,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
                              f"but is {max_path_tokens!r}")
         self.tag_ids = torch.tensor(list(tag_ids), dtype=torch.long)
         self.max_branches, self.max_depth, self.max_path_tokens = max_branches, max_depth, max_path_tokens
+        self.grammar = grammar
         eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         self.eos_ids = torch.tensor(eos, dtype=torch.long)
         self._code_of = {int(t): c for c, t in enumerate(tag_ids)}
@@ -45,11 +48,15 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
     # --- shared with the engine ----------------------------------------------------------------------
     def row_rules(self, stream) -> tuple[list[bool], bool, bool]:
         """(allowed per tag, eos allowed, must close now) for a stream."""
-        allowed = stream.allowed_tags(self.max_depth, self.max_branches)
-        eos_ok = not stream.is_branch and stream.top is None
         must_close = (self.max_path_tokens is not None and stream.is_branch and stream.opened
                       and stream.extent >= self.max_path_tokens - 1)
-        return [c in allowed for c in range(len(TAGS))], eos_ok, must_close
+        if self.grammar:
+            allowed = stream.allowed_tags(self.max_depth, self.max_branches)
+            return [c in allowed for c in range(len(TAGS))], not stream.is_branch and stream.top is None, must_close
+        allowed = [True] * len(TAGS)
+        allowed[PARALLEL] = stream.depth < self.max_depth
+        allowed[OUTLINE] = stream.top is None or len(stream.top.outline_starts) < self.max_branches
+        return allowed, True, must_close
 
     def mask_scores(self, scores: torch.FloatTensor, rules: list) -> torch.FloatTensor:
         """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close."""
