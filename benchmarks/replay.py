@@ -46,6 +46,7 @@ def make_parser():
     p.add_argument("--hf-cache", default="dynamic", choices=["dynamic", "static"],
                    help="static: HF's fastest path (static cache, compiled forward)")
     p.add_argument("--skip-hf", action="store_true", help="time only our engine")
+    p.add_argument("--cuda-graphs", action="store_true", help="our decode steps replayed from CUDA graphs")
     return p
 
 
@@ -96,17 +97,22 @@ def main(args):
     n = len(completion)
 
     def ours(part=completion):
-        return model.generate(ids, forced_completions=[part] * args.batch, max_new_tokens=len(part) + 8,
-                              return_dict_in_generate=True)
+        return model.generate(ids, forced_completions=[part] * args.batch, max_new_tokens=n + 8,
+                              return_dict_in_generate=True, cuda_graphs=args.cuda_graphs)
 
-    ours(completion[:32])  # warm-up
+    ours(completion if args.cuda_graphs else completion[:32])  # warm-up (captures the graphs of every width)
     mv_seconds, out = timed(ours, device)
     exact = all(out.sequences[b, len(prompt):len(prompt) + n].tolist() == completion for b in range(args.batch))
     steps = out.multiverse[0]["steps"]
     result = {"benchmark": "replay", "size": args.size, "device": device_name(device), "dtype": str(dtype)[6:],
-              "structure": args.structure, "prompt_tokens": len(prompt), "batch": args.batch, "tokens": n,
+              "structure": args.structure, "prompt_tokens": len(prompt), "batch": args.batch,
+              "cuda_graphs": args.cuda_graphs, "tokens": n,
               "steps": steps, "critical_path": critical, "ideal_parallelism": round(n / critical, 4),
               "mv_seconds": round(mv_seconds, 3), "mv_ms_per_step": round(1000 * mv_seconds / steps, 3)}
+    if args.cuda_graphs:  # the GPU time of one decode step: the held graphs replayed alone, per query width
+        graphs = model._multiverse_static_decode[2].steps
+        result["graph_replay_ms"] = {w: round(1000 * timed(lambda g=e[2]: [g.replay() for _ in range(20)], device)[0]
+                                              / 20, 3) for w, e in sorted(graphs.items())}
     if not args.skip_hf:
         stock = stock_model(model)
         targets = torch.tensor([completion] * args.batch, device=device)
@@ -118,14 +124,14 @@ def main(args):
                 kwargs["cache_implementation"] = "static"
             return stock.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
 
-        hf(16)  # warm-up (and compile, for the static cache)
+        hf(n if args.hf_cache == "static" else 16)  # warm-up; the static cache compiles for its full length
         ar_seconds, hf_out = timed(hf, device)
         exact = exact and hf_out[0, len(prompt):].tolist() == completion
         speedup = ar_seconds / mv_seconds
         result.update(ar_seconds=round(ar_seconds, 3), ar_ms_per_token=round(1000 * ar_seconds / n, 3),
                       speedup=round(speedup, 3), efficiency=round(speedup / (n / critical), 3))
     result["exact_match"] = exact
-    for key in ("tokens", "steps", "ideal_parallelism", "mv_seconds", "mv_ms_per_step", "ar_seconds",
+    for key in ("tokens", "steps", "ideal_parallelism", "mv_seconds", "mv_ms_per_step", "graph_replay_ms", "ar_seconds",
                 "ar_ms_per_token", "speedup", "efficiency", "exact_match"):
         if key in result:
             print(f"{key:>18}: {result[key]}")

@@ -11,6 +11,7 @@ def run_engine(model, prompts, forced=None, max_new_tokens=256, **options):
     gc.max_new_tokens, gc.return_dict_in_generate = max_new_tokens, True
     gc.do_sample = options.pop("do_sample", False)
     gc.eos_token_id = options.pop("eos_token_id", None)
+    gc.output_logits = options.pop("output_logits", False)
     opts = dict(OPTION_DEFAULTS, forced_completions=forced, **options)
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)

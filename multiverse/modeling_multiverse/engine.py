@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .branches import Branch, PromptState, Seeds
+from .decode_graphs import StaticDecodeStep
 from .kv_cache import BranchKVCache, LayoutBuffers
 from .layout import layout_from_parse, visibility_matrix
 from .parser import IncrementalParser, ParseResult, _id_items, default_label
@@ -36,6 +37,10 @@ class ParallelEngine:
         self.record_logits = options.get("output_logits", False)
         self.streamer = options.get("streamer")
         self.seed = options.get("seed")
+        # cuda_graphs: decode steps replayed from CUDA graphs. static_decode: the same static-shape step
+        # run eagerly (how CPU tests check the graphs' step against the eager one).
+        self.cuda_graphs = bool(options.get("cuda_graphs"))
+        self.static_decode = self.cuda_graphs or bool(options.get("static_decode"))
 
     # --- set-up ------------------------------------------------------------------------------------
     def _start(self, input_ids, attention_mask, forced):
@@ -43,8 +48,13 @@ class ParallelEngine:
         batch, width = input_ids.shape
         capacity = 1 + width + self.max_new_tokens + 1
         model_dtype = next(self.model.parameters()).dtype
-        self.cache = BranchKVCache(self.model.config, batch, capacity, model_dtype, device)
-        self.layout = LayoutBuffers(batch, capacity, device)
+        if self.static_decode:
+            self.cache, self.layout, self.decode_step = self._static_buffers(batch, capacity, model_dtype, device)
+            capacity = self.cache.capacity
+        else:
+            self.cache = BranchKVCache(self.model.config, batch, capacity, model_dtype, device)
+            self.layout = LayoutBuffers(batch, capacity, device)
+            self.decode_step = None
         self.sampler = BranchSampler(self.gc, batch, self.model.config.vocab_size, device, self.seed)
         self.prompts, self.scripts = [], []
         positions = torch.zeros(batch, width, dtype=torch.long)
@@ -74,6 +84,28 @@ class ParallelEngine:
             self.prompts.append(state)
         slots = torch.arange(1, 1 + width, device=device).expand(batch, -1)
         return positions.to(device), slots
+
+    def _static_buffers(self, batch, capacity, dtype, device):
+        """Cache, layout and static step kept on the model between calls, like HF's static cache, so
+        captured graphs are replayed again; rebuilt when the batch, dtype or device change or the
+        capacity (rounded up to 256 slots) does not suffice. Every slot a query can see is rewritten by
+        each call (causality hides later ones), so only the layout is cleared."""
+        held = getattr(self.model, "_multiverse_static_decode", None)
+        if held is not None:
+            cache, layout, step = held
+            if (cache.batch_index.shape[0] == batch and cache.keys[0].dtype == dtype and cache.capacity >= capacity
+                    and cache.keys[0].device == torch.device(device) and step.capture == self.cuda_graphs):
+                layout.segments.zero_()
+                layout.visibility.zero_()
+                return held
+        self.model._multiverse_static_decode = None  # free the old buffers before allocating new ones
+        capacity = -(-capacity // 256) * 256
+        cache = BranchKVCache(self.model.config, batch, capacity, dtype, device)
+        layout = LayoutBuffers(batch, capacity, device)
+        layout.reserve(64)  # room for 128 streams per prompt before a reallocation forces a re-capture
+        held = (cache, layout, StaticDecodeStep(self.model, cache, layout, self.pad, self.cuda_graphs))
+        self.model._multiverse_static_decode = held
+        return held
 
     def _script(self, prompt_ids, completion):
         """Forced replay: the tokens of each stream of prompt+completion, parsed like training data."""
@@ -228,7 +260,10 @@ class ParallelEngine:
             if all(p.done for p in self.prompts):
                 break
             ids, pos, slots, rows = self._write_rows()
-            logits = self._forward(ids, pos, slots, keep_last=False)
+            if self.decode_step is not None:
+                logits = self.decode_step(ids, pos, slots)
+            else:
+                logits = self._forward(ids, pos, slots, keep_last=False)
             if self.record_logits:
                 for b, branches in enumerate(rows):
                     for q, br in enumerate(branches):

@@ -1,7 +1,8 @@
 """``MultiverseForCausalLM.generate``: parallel by default, HF conventions on the outside.
 
 Multiverse options are generation kwargs (or attributes of a ``GenerationConfig``):
-``multiverse_parallel`` (True; False decodes autoregressively with the same mask), ``max_branches``,
+``multiverse_parallel`` (True; False decodes autoregressively with the same mask), ``cuda_graphs``
+(False; True replays decode steps from CUDA graphs, see ``decode_graphs``), ``max_branches``,
 ``max_depth``, ``max_path_tokens``, ``max_critical_path``, ``enforce_structure``, ``seed`` (one
 generator per prompt), ``tokenizer`` (to seed paths), and ``forced_completions`` (replay given token
 ids through the engine, for parity tests and benchmarks).
@@ -17,8 +18,8 @@ from .engine import ParallelEngine
 from .parser import parse
 from .structure_processor import MultiverseStructureLogitsProcessor
 
-OPTION_DEFAULTS = dict(multiverse_parallel=True, max_branches=16, max_depth=4, max_path_tokens=None,
-                       max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
+OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches=16, max_depth=4,
+                       max_path_tokens=None, max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
                        forced_completions=None)
 
 

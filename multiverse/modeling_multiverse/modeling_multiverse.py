@@ -140,6 +140,9 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
         # Generation settings go into the config; what is left are model inputs (attention_mask, ...).
         model_kwargs = generation_config.update(**kwargs)
         if not options["multiverse_parallel"]:
+            if options["cuda_graphs"]:
+                raise ValueError("cuda_graphs=True is for parallel decoding; autoregressive decoding has HF's own "
+                                 "cache_implementation='static' with compile")
             # The limits always hold; enforce_structure=False lifts only the grammar's tag order.
             processors = LogitsProcessorList(logits_processor or [])
             processors.append(structure_processor(self.config, generation_config, options))
