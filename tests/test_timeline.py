@@ -94,3 +94,11 @@ def test_generate_cli_writes_html(tiny_model, tokenizer, tmp_path):
                                       "--html", str(html)])
     assert result.exit_code == 0, result.output
     assert "<svg" in html.read_text() and "decode step" in html.read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_generate_cli_refuses_cuda_graphs_on_a_cpu(tiny_model, tokenizer, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    result = CliRunner().invoke(app, ["generate", str(tmp_path), "--prompt", "2 + 2?", "--cuda-graphs"])
+    assert result.exit_code == 2 and "CUDA device" in result.output

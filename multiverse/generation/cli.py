@@ -16,6 +16,8 @@ def generate(model: str = typer.Argument(..., help="A Multiverse model folder or
              sequential: bool = typer.Option(False, "--sequential", help="Decode autoregressively instead"),
              chat: bool = typer.Option(True, help="Wrap the prompt in the tokenizer's chat template"),
              device: str = typer.Option("cpu"),
+             cuda_graphs: bool = typer.Option(False, "--cuda-graphs",
+                                              help="Replay parallel decode steps from CUDA graphs (GPU only)"),
              html: Path = typer.Option(None, help="Also draw the branches over time into this HTML file"),
              as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON at the end")):
     """Generate with parallel branches and show how the model split its work."""
@@ -32,9 +34,14 @@ def generate(model: str = typer.Argument(..., help="A Multiverse model folder or
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0, top_p=top_p, tokenizer=tok,
                   max_branches=max_branches, max_depth=max_depth, return_dict_in_generate=True,
                   multiverse_parallel=not sequential, pad_token_id=tok.pad_token_id)
+    if cuda_graphs:
+        kwargs["cuda_graphs"] = True  # generate refuses it with --sequential or on a CPU, saying why
     if temperature > 0:
         kwargs["temperature"] = temperature
-    out = lm.generate(ids, **kwargs)
+    try:
+        out = lm.generate(ids, **kwargs)
+    except ValueError as e:  # a setting generate refuses (e.g. --cuda-graphs on a CPU): a usage error
+        raise typer.BadParameter(str(e)) from e
     typer.echo(tok.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=False))
     if sequential:
         return
