@@ -127,7 +127,7 @@ def toy_data(
     train: int = typer.Option(2000, help="Training problems"),
     test: int = typer.Option(200, help="Held-out problems (disjoint from training by construction)"),
     seed: int = typer.Option(0),
-    steps: int = typer.Option(16, help="Additions per counter: the length of each path's chain"),
+    steps: int = typer.Option(9, help="Largest count per counter (1-9): the length of each path's chain"),
     min_paths: int = typer.Option(2, help="Fewest counters (paths) per problem"),
     max_paths: int = typer.Option(4, help="Most counters (paths) per problem"),
 ):

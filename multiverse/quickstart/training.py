@@ -1,4 +1,4 @@
-"""Train the quickstart's models from scratch with the TRL recipe: a tokenizer, a ~1M-parameter Multiverse
+"""Train the quickstart's models from scratch with the TRL recipe: a tokenizer, a ~250K-parameter Multiverse
 model on the Multiverse data and, on the same budget, the same model on the sequential data."""
 
 import math
@@ -12,9 +12,13 @@ from ..model_shapes import shape_config
 from ..modeling_multiverse import MultiverseForCausalLM, tag_token_ids
 from ..tokenization import train_tokenizer
 
-# 4 layers, hidden 128, head_dim 32 (CPU-safe for flex), ~1.1M parameters with the toy vocabulary.
-MODEL_SHAPE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=4, tie_word_embeddings=False, max_position_embeddings=1024)
+# 3 layers, hidden 64, head_dim 32 (CPU-safe for flex), ~250K parameters with the toy vocabulary: on 2 CPU
+# cores it takes ~0.65 s per step of 24 examples, twice the steps of the former 1.1M shape in the same time.
+# Rope theta 1e4, not Qwen's 1e6: with 1e6 copying a digit from four tokens back was still at chance after
+# 300 steps (head_dim 32 leaves few fast-turning frequencies), with 1e4 it was learned.
+MODEL_SHAPE = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=2,
+                   num_key_value_heads=2, tie_word_embeddings=False, max_position_embeddings=1024,
+                   rope_parameters={"rope_type": "default", "rope_theta": 1e4})
 
 
 def toy_tokenizer(examples, vocab_size: int = 320):
