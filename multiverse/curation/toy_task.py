@@ -23,12 +23,15 @@ decoding on 100 held-out problems):
   slowly. With rope theta 1e6 even copying the step from four tokens back stayed at chance (11%);
   theta 1e4 learned it;
 - counting up instead (every digit is its neighbour three tokens back, +1 or -1) is learned: path tokens
-  after the first pair are >= 97% right after 350 steps (230 s), and so is the odd count from the
+  after the first pair are ~97% right after 350 steps (230 s), and so is the odd count from the
   gathered digits (92%);
 - what is not learned in this budget is fetching by label: a path's first pair must be found in the
-  question by its label, because all paths sit at the same positions (30-50% after 320-400 steps, with
-  2 or 4 heads; lr 2e-2 diverged), and likewise the conclusion's fetch of each path's result. Outlines
-  therefore carry only the label, so that fetch happens once.
+  question by its label, because all paths sit at the same positions (20-50% per digit with teacher
+  forcing after 320-400 steps, chance 10-25%, with 2 or 4 heads; lr 2e-2 diverged), and likewise the
+  conclusion's fetch of each path's result. Outlines therefore carry only the label, so that fetch
+  happens once. In the full quickstart a path decodes right exactly when its first pair is fetched right:
+  7% of paths after 350 steps, 13% after 500; exact match stays near 30%, below the 37.5% of always
+  answering 2 (benchmarks/RESULTS.md).
 Paths carry most tokens, so decoding them in parallel pays: with 4 counters counting 6 to 9 times the
 engine decodes ~2.1 tokens per step.
 
