@@ -86,11 +86,12 @@ class MultiverseModel(Qwen2Model):
         padded = -(-kv_length // FLEX_BLOCK) * FLEX_BLOCK
         segments = torch.zeros(batch, padded, dtype=torch.long, device=device)
         segments[:, :kv_length] = mv_segment_ids[:, -kv_length:].to(device=device, dtype=torch.long)
-        if past_length and not self.has_sliding_layers and self.config._attn_implementation in ("sdpa", "eager"):
-            # A cached decode step: the same mask, materialized for the new rows by the engine's gather.
-            # create_causal_mask would vmap the closure four levels deep at every step (~4x slower decoding).
-            mapping = {"full_attention": self._decode_mask(segments, mv_visibility.to(device), attention_mask,
-                                                           past_length, q_len, inputs_embeds.dtype)}
+        if not self.has_sliding_layers and self.config._attn_implementation in ("sdpa", "eager"):
+            # A dense mask: the same closure, materialized for the new rows by the engine's gather.
+            # create_causal_mask vmaps it four levels deep: ~4x slower decoding, and 25 ms against 2 ms for
+            # a training batch of 24 x 224 tokens on a CPU.
+            mapping = {"full_attention": self._gathered_mask(segments, mv_visibility.to(device), attention_mask,
+                                                             past_length, q_len, inputs_embeds.dtype)}
         else:
             mask_function = multiverse_mask_function(segments, mv_visibility.to(device))
             mask_kwargs = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
@@ -104,7 +105,7 @@ class MultiverseModel(Qwen2Model):
                                **kwargs)
 
 
-    def _decode_mask(self, segments, visibility, attention_mask, past_length: int, q_len: int, dtype):
+    def _gathered_mask(self, segments, visibility, attention_mask, past_length: int, q_len: int, dtype):
         kv_length = past_length + q_len
         rows = torch.arange(past_length, kv_length, device=segments.device).expand(segments.shape[0], -1)
         mask = dense_mask(segments, visibility, rows, kv_length)
