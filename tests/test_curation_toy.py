@@ -10,15 +10,19 @@ from multiverse.curation.validate import canonicalize, strip_structure, validate
 from multiverse.modeling_multiverse.parser import parse
 
 
-def reference_answer(question: str) -> tuple[int, list[int]]:
-    """Recompute from the question text alone, independently of the generator."""
-    finals = []
-    for start, count in re.findall(r"^\d+: (\d)\+(\d)$", question, re.M):
-        value = int(start)
-        for _ in range(int(count)):
-            value = (value + 1) % 10
-        finals.append(value)
-    return sum(f % 2 for f in finals), finals
+def reference_answer(question: str) -> tuple[int, list[str], list[str]]:
+    """Recompute from the question text alone, independently of the generator: the count of dials ending
+    in the back half, each dial's start symbol and each dial's end symbol."""
+    steps = int(re.match(r"Turn each dial (\d+) steps", question).group(1))
+    rings = ["abcdefghij", "klmnopqrst", "ABCDEFGHIJ", "KLMNOPQRST"]
+    starts = [symbol for _, symbol in re.findall(r"^(\d+): (\w)$", question, re.M)]
+    ends = []
+    for ring, start in zip(rings, starts):
+        position = ring.index(start)
+        for _ in range(steps):
+            position = (position + 1) % 10
+        ends.append(ring[position])
+    return sum(r.index(e) >= 5 for r, e in zip(rings, ends)), starts, ends
 
 
 def test_deterministic_and_seeded():
@@ -30,7 +34,8 @@ def test_deterministic_and_seeded():
 def test_held_out_problems_are_disjoint_from_training():
     train = {e["question"] for seed in range(3) for e in make_examples(400, seed=seed)}
     test = {e["question"] for seed in range(3) for e in make_test_problems(100, seed=seed)}
-    assert train.isdisjoint(test) and len(test) >= 250
+    # seeds vary the draw; only ~10 two-dial problems are held out, so some draws repeat across seeds
+    assert train.isdisjoint(test) and len(test) >= 200
     assert all(is_test_problem(q) for q in test) and not any(is_test_problem(q) for q in train)
     with pytest.raises(ValueError, match="split='dev'"):
         make_examples(1, split="dev")
@@ -45,14 +50,14 @@ def test_traces_are_valid_exact_format_and_right():
         assert validate_trace(trace) == [] and canonicalize(trace) == trace
         result = parse(trace, strict=True)
         (block,) = result.all_blocks
-        answer, finals = reference_answer(e["question"])
-        assert e["answer"] == str(answer) and len(block.paths) == len(finals) == e["paths"]
-        for path, final in zip(block.paths, finals):  # each path holds its own counter's result only
-            assert trace[path.tag_end:path.end].rstrip().removesuffix("</Path>").rstrip().endswith(f"={final}")
-        for path, (start, count) in zip(block.paths, re.findall(r"^\d+: (\d)\+(\d)$", e["question"], re.M)):
-            # a path opens with its counter's start and count, and counts down to 0 one pair at a time
-            body = trace[path.tag_end:path.end].replace("</Path>", "").split(":", 1)[1].split()
-            assert body[0] == start + count and len(body) == int(count) + 2 and body[-2].endswith("0")
+        answer, starts, ends = reference_answer(e["question"])
+        assert e["answer"] == str(answer) and len(block.paths) == len(ends) == e["paths"]
+        for k, (path, start, end) in enumerate(zip(block.paths, starts, ends)):
+            # path k turns dial k only: its start, then one ring step per symbol, to its end
+            label, body = trace[path.tag_end:path.end].replace("</Path>", "").split(":", 1)
+            symbols = body.split()
+            assert label.strip() == str(k + 1) and symbols[0] == start and symbols[-1] == end
+            assert len(symbols) == int(re.match(r"Turn each dial (\d+)", e["question"]).group(1)) + 1
         assert f"\n</Path>\n<Path>\n" in trace and trace.startswith("<Parallel>\n<Goal>\n<Outline>\n1:\n")
         # The sequential trace is the same reasoning without the structure (and the path labels).
         assert strip_structure(trace) == e["sequential_trace"]
@@ -61,7 +66,7 @@ def test_traces_are_valid_exact_format_and_right():
 
 
 def test_paths_carry_most_tokens():
-    """Decoding paths in parallel pays: with four counters, a token step yields more than two tokens."""
+    """Decoding paths in parallel pays: with four dials, a token step yields more than two tokens."""
     from multiverse.tokenization import train_tokenizer
     from multiverse.curation.toy_task import as_chat
     from multiverse.modeling_multiverse import tag_token_ids
@@ -72,7 +77,8 @@ def test_paths_carry_most_tokens():
     lengths = critical = 0
     for e in examples:
         ids = tok.encode(as_chat(e)[1]["content"] + tok.eos_token)
-        assert sum(tok.decode([i]).isdigit() for i in ids) >= 4 * 2 * 7  # digits stay single tokens
+        assert sum(tok.decode([i]).strip().isalpha() and len(tok.decode([i]).strip()) == 1
+                   for i in ids) >= 4 * 18  # every ring symbol of the 4 paths is one token
         result = parse(ids, tags)
         lengths, critical = lengths + result.length, critical + result.critical_path
     assert lengths / critical > 2.0

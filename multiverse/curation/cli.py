@@ -127,9 +127,9 @@ def toy_data(
     train: int = typer.Option(2000, help="Training problems"),
     test: int = typer.Option(200, help="Held-out problems (disjoint from training by construction)"),
     seed: int = typer.Option(0),
-    steps: int = typer.Option(9, help="Largest count per counter (1-9): the length of each path's chain"),
-    min_paths: int = typer.Option(2, help="Fewest counters (paths) per problem"),
-    max_paths: int = typer.Option(4, help="Most counters (paths) per problem"),
+    steps: int = typer.Option(17, help="Steps every dial turns: the length of each path"),
+    min_paths: int = typer.Option(2, help="Fewest dials (paths) per problem"),
+    max_paths: int = typer.Option(4, help="Most dials (paths) per problem (4 at most: one ring of symbols each)"),
 ):
     """Write the built-in toy task: sequential and Multiverse traces, held-out problems, and an SFT dataset."""
     import datasets

@@ -104,7 +104,7 @@ def _completion(request: dict, reply: Reply) -> dict:
 
 def find_example(request: dict, examples: list[dict]) -> dict:
     """The example whose question appears in the conversation. The longest match wins: a toy question
-    with counters 1-2 is a prefix of one that continues with counters 3-4."""
+    with dials 1-2 is a prefix of one that continues with dials 3-4."""
     text = "\n".join(m.get("content") or "" for m in request["messages"])
     found = [e for e in examples if e["question"] in text]
     if not found:

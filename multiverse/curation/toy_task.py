@@ -1,39 +1,33 @@
-"""The built-in toy task: counting up. Deterministic, offline, and small enough to train from scratch.
+"""The built-in toy task: dials. Deterministic, offline, and small enough to train from scratch.
 
-A problem lists 2 to 4 counters, each a start digit and a count. Every counter counts up from its start
-digit, modulo 10, as many times as its count; the answer is how many counters end on an odd digit. The
-counters are genuinely independent (one path each) and the conclusion really combines them (it gathers
-each path's final digit by its label and counts the odd ones)::
+A problem has 2 to 4 dials. Dial k has its own ring of ten symbols (dial 1 ``a..j``, dial 2 ``k..t``,
+dial 3 ``A..J``, dial 4 ``K..T``) and a start symbol; every dial turns the same number of steps,
+wrapping round its ring. The answer is how many dials end in the back half of their ring (the last
+five symbols). The dials are genuinely independent (one path each, turning one dial), and the
+conclusion really combines them (it counts over the paths' end symbols)::
 
-    question:  Count up, mod 10. How many end odd?
-               1: 6+8
-               2: 1+6
-    path 1:    1: 68 77 86 95 04 13 22 31 40 1=4
-    path 2:    2: 16 25 34 43 52 61 70 2=7
-    conclusion 1=4 2=7 odd 1
+    question:  Turn each dial 5 steps. How many end in the back half?
+               1: c
+               2: s
+    path 1:    1: c d e f g h
+    path 2:    2: s t k l m n
+    conclusion back half: 1
     answer:    1
 
-Each pair in a path is the value and the count left; the path stops when the count reaches 0.
-
-Why this shape. Probes (2 CPU cores, ~250K-parameter MultiverseForCausalLM, width 64, 3 layers, rope
-theta 1e4, batch 24-32, lr 1e-2, scored with teacher forcing per token kind and with greedy parallel
-decoding on 100 held-out problems):
-- the former task, modular counters ``5+2=7,7+2=9,...``: after 300 steps the first sum of every
-  scratchpad was still at chance (9%): mod-10 addition of two operands is a lookup tiny models learn
-  slowly. With rope theta 1e6 even copying the step from four tokens back stayed at chance (11%);
-  theta 1e4 learned it;
-- counting up instead (every digit is its neighbour three tokens back, +1 or -1) is learned: path tokens
-  after the first pair are ~97% right after 350 steps (230 s), and so is the odd count from the
-  gathered digits (92%);
-- what is not learned in this budget is fetching by label: a path's first pair must be found in the
-  question by its label, because all paths sit at the same positions (20-50% per digit with teacher
-  forcing after 320-400 steps, chance 10-25%, with 2 or 4 heads; lr 2e-2 diverged), and likewise the
-  conclusion's fetch of each path's result. Outlines therefore carry only the label, so that fetch
-  happens once. In the full quickstart a path decodes right exactly when its first pair is fetched right:
-  7% of paths after 350 steps, 13% after 500; exact match stays near 30%, below the 37.5% of always
-  answering 2 (benchmarks/RESULTS.md).
-Paths carry most tokens, so decoding them in parallel pays: with 4 counters counting 6 to 9 times the
-engine decodes ~2.1 tokens per step.
+Why this shape. A path must find its own start in the question, and every path sits at the same
+positions (the layout's rule), so only its label tells it which start is its own. Probes on 2 CPU cores
+(a ~250K-parameter MultiverseForCausalLM, width 64, 3 layers, rope theta 1e4, batch 24, lr 1e-2, greedy
+parallel decoding of 100 held-out problems) measured how fast each shape of lookup is learned:
+- modular counters (``5+2=7,7+2=9,...``, sum of the ends mod 10): the mod-10 sums stayed at chance after
+  300 steps, and so did copying each counter's operands by label. 11% exact in the 10-minute quickstart;
+- counting up digits from a start and a count (``68 77 86 ...``): later path tokens >= 97% right, but a
+  path found its own start by its label in 20-50% of cases after 300-500 steps (it needs an induction
+  circuit: the key must know its label, two tokens back). 29.5-30% exact in the quickstart;
+- dials: a ring symbol says by itself which dial it belongs to, so the lookup is one match of the path's
+  label against the ring of each symbol in the question. After 600 steps (245 s) 73% of path starts and
+  60% of answers were right, after 250 steps 16%: the lookup forms in that window.
+Every later path symbol is the ring successor of the one before it (a bigram), so paths carry most tokens
+cheaply: with 4 dials of 17 steps the engine decodes ~2.1 tokens per step.
 
 Held-out problems are disjoint from training ones by construction: a problem belongs to the test split
 iff a hash of its question says so, whatever the seeds.
@@ -45,71 +39,70 @@ import zlib
 from .dataset_build import completion_text
 
 TEST_MODULUS = 10  # one problem in ten is held out
-HEAD = "Count up, mod 10. How many end odd?"
+RINGS = ("abcdefghij", "klmnopqrst", "ABCDEFGHIJ", "KLMNOPQRST")
 
 
-def _question(specs) -> str:
-    return HEAD + "\n" + "\n".join(f"{i + 1}: {s}+{n}" for i, (s, n) in enumerate(specs))
+def _question(starts, steps: int) -> str:
+    head = f"Turn each dial {steps} steps. How many end in the back half?"
+    return head + "\n" + "\n".join(f"{k + 1}: {RINGS[k][s]}" for k, s in enumerate(starts))
 
 
 def is_test_problem(question: str) -> bool:
     return zlib.crc32(question.encode()) % TEST_MODULUS == 0
 
 
-def _count_up(start: int, count: int) -> tuple[str, int]:
-    """``68 77 86 ... 40``: each pair is the value and the count left, so every digit follows from the digit
-    three tokens back by +1 or -1 (a lookup tiny models learn fast; mod-10 addition of two operands, even a
-    fixed distance back, was still at chance after 300 steps)."""
-    return " ".join(f"{(start + j) % 10}{count - j}" for j in range(count + 1)), (start + count) % 10
+def _turn(ring: str, start: int, steps: int) -> tuple[str, int]:
+    """``c d e f g h``: the start, then each symbol the ring successor of the one before it."""
+    return " ".join(ring[(start + j) % 10] for j in range(steps + 1)), (start + steps) % 10
 
 
-def solve(specs) -> dict:
-    """Both traces, the plan a curating LLM should produce, and the answer, for ``specs`` [(start, count)]."""
-    chains, finals = zip(*(_count_up(s, n) for s, n in specs))
-    odd = sum(f % 2 for f in finals)
-    work = [f"{c} {i + 1}={f}" for i, (c, f) in enumerate(zip(chains, finals))]
-    conclusion = " ".join(f"{i + 1}={f}" for i, f in enumerate(finals)) + f" odd {odd}"
+def solve(starts, steps: int) -> dict:
+    """Both traces, the plan a curating LLM should produce, and the answer, for dial ``starts`` (0-9 each)."""
+    chains, ends = zip(*(_turn(RINGS[k], s, steps) for k, s in enumerate(starts)))
+    back = sum(e >= 5 for e in ends)
+    work = [f"{k + 1}: {c}" for k, c in enumerate(chains)]
+    conclusion = f"back half: {back}"
     multiverse = "\n".join(
         ["<Parallel>", "<Goal>"]
-        + [f"<Outline>\n{i + 1}:\n</Outline>" for i in range(len(specs))]
+        + [f"<Outline>\n{k + 1}:\n</Outline>" for k in range(len(starts))]
         + ["</Goal>"]
-        + [f"<Path>\n{i + 1}: {line}\n</Path>" for i, line in enumerate(work)]
+        + [f"<Path>\n{line}\n</Path>" for line in work]
         + ["<Conclusion>", conclusion, "</Conclusion>", "</Parallel>"])
-    n = len(specs)
-    plan = {"steps": [{"id": i + 1, "summary": f"count counter {i + 1} up from {s}, {c} times, mod 10",
-                       "depends_on": []} for i, (s, c) in enumerate(specs)]
-            + [{"id": n + 1, "summary": "count the odd final digits", "depends_on": list(range(1, n + 1))}],
-            "blocks": [{"steps": list(range(1, n + 1)), "combine": "count the counters that end on an odd digit"}]}
-    return {"question": _question(specs), "sequential_trace": "\n".join(work + [conclusion]),
-            "multiverse_trace": multiverse, "answer": str(odd), "paths": n, "plan": plan}
+    n = len(starts)
+    plan = {"steps": [{"id": k + 1, "summary": f"turn dial {k + 1} {steps} steps from {RINGS[k][s]}",
+                       "depends_on": []} for k, s in enumerate(starts)]
+            + [{"id": n + 1, "summary": "count the dials that end in the back half",
+                "depends_on": list(range(1, n + 1))}],
+            "blocks": [{"steps": list(range(1, n + 1)), "combine": "count the dials that end in the back half"}]}
+    return {"question": _question(starts, steps), "sequential_trace": "\n".join(chains + (conclusion,)),
+            "multiverse_trace": multiverse, "answer": str(back), "paths": n, "plan": plan}
 
 
-def make_examples(n: int, seed: int = 0, *, split: str = "train", steps: int = 9, min_paths: int = 2,
+def make_examples(n: int, seed: int = 0, *, split: str = "train", steps: int = 17, min_paths: int = 2,
                   max_paths: int = 4) -> list[dict]:
     """``n`` distinct problems of ``split`` ("train" or "test"), each a dict with question,
-    sequential_trace, multiverse_trace, answer, paths and plan. Counters count ``steps - 3`` to ``steps``
-    times (at least once). Same arguments, same list."""
+    sequential_trace, multiverse_trace, answer, paths and plan; every dial turns ``steps`` steps.
+    Same arguments, same list."""
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; choose 'train' or 'test'")
-    if not 2 <= min_paths <= max_paths <= 9:
-        raise ValueError(f"need 2 <= min_paths ({min_paths}) <= max_paths ({max_paths}) <= 9")
-    if not 1 <= steps <= 9:
-        raise ValueError(f"steps={steps}: the count is one digit, so 1 <= steps <= 9")
-    counts = range(max(1, steps - 3), steps + 1)
-    space = sum((10 * len(counts)) ** k for k in range(min_paths, max_paths + 1))
+    if not 2 <= min_paths <= max_paths <= len(RINGS):
+        raise ValueError(f"need 2 <= min_paths ({min_paths}) <= max_paths ({max_paths}) <= {len(RINGS)} (one ring "
+                         "of symbols per dial)")
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    space = sum(10 ** k for k in range(min_paths, max_paths + 1))
     share = space // TEST_MODULUS if split == "test" else space - space // TEST_MODULUS
     if n > share // 2:
         raise ValueError(f"n={n} is more than half of the ~{share} distinct {split} problems with "
-                         f"{min_paths}..{max_paths} counters; allow more counters")
+                         f"{min_paths}..{max_paths} dials; allow more dials")
     rng = random.Random(f"{seed}:{split}")
     seen, out = set(), []
     while len(out) < n:
-        k = rng.randint(min_paths, max_paths)
-        specs = tuple((rng.randint(0, 9), rng.choice(counts)) for _ in range(k))
-        if specs in seen or is_test_problem(_question(specs)) != (split == "test"):
+        starts = tuple(rng.randint(0, 9) for _ in range(rng.randint(min_paths, max_paths)))
+        if starts in seen or is_test_problem(_question(starts, steps)) != (split == "test"):
             continue
-        seen.add(specs)
-        out.append(solve(specs))
+        seen.add(starts)
+        out.append(solve(starts, steps))
     return out
 
 

@@ -56,7 +56,7 @@ def evaluate_folders(model_dir: str, test_file: str, out_dir: str, baseline_dir:
     records = evaluate(model, tokenizer, problems, [budget], ("parallel", "autoregressive"),
                        batch_size=batch_size, progress=False)
     rows = {r["mode"]: r for r in summarize(records)}
-    write_report(records, list(rows.values()), out_dir, benchmark="toy counting (held out)", model=model_dir,
+    write_report(records, list(rows.values()), out_dir, benchmark="toy dials (held out)", model=model_dir,
                  settings={"max_new_tokens": budget, "batch_size": batch_size})
     with open(test_file, encoding="utf-8") as f:
         first = json.loads(f.readline())
