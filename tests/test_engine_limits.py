@@ -193,3 +193,29 @@ def test_branch_streamer_gets_fork_and_merge_events(tiny_model, tokenizer):
     assert ("fork", ["1", "2", "3"]) in events and ("merge", 3) in events and events[-1] == ("end",)
     labels = [e[1] for e in events if e[0] == "token"]
     assert {"1", "2", "3"} <= set(labels)
+
+
+def test_autoregressive_mode_forces_the_engines_seeds(tiny_model, tokenizer):
+    """A path cannot see its siblings, so not its own label: plain generate forces the engine's seeds."""
+    from transformers import LogitsProcessorList
+
+    class CloseGoalFirst:
+        def __init__(self, prompt_length, goal_end):
+            self.prompt_length, self.goal_end = prompt_length, goal_end
+
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == self.prompt_length:
+                scores = torch.full_like(scores, -1e9)
+                scores[:, self.goal_end] = 0
+            return scores
+
+    tags = tiny_model.config.multiverse_tag_ids
+    prompt = tokenizer.encode("Think.\n<Parallel>\n<Goal>\n<Outline>\n7: a\n</Outline>\n<Outline>\n3: b\n</Outline>\n")
+    out = tiny_model.generate(torch.tensor([prompt]), multiverse_parallel=False, max_new_tokens=40, do_sample=False,
+                              max_path_tokens=8, eos_token_id=None, pad_token_id=0, tokenizer=tokenizer,
+                              logits_processor=LogitsProcessorList([CloseGoalFirst(len(prompt), tags[5])]))  # </Goal>
+    text = tokenizer.decode(out[0, len(prompt):])
+    assert text.startswith("</Goal>\n<Path>\n7:") and "</Path>\n<Path>\n3:" in text, text
+    assert "</Path>\n<Conclusion>" in text, text
+    result = parse(out[0].tolist(), tags, allow_truncated=True, decode=tokenizer.decode)
+    assert result.ok, result.repairs

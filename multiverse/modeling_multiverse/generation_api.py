@@ -41,11 +41,17 @@ def split_options(generation_config, kwargs: dict) -> dict:
             for k, default in OPTION_DEFAULTS.items()}
 
 
-def structure_processor(config, generation_config, options) -> MultiverseStructureLogitsProcessor:
+def structure_processor(config, generation_config, options, seeds=None) -> MultiverseStructureLogitsProcessor:
     return MultiverseStructureLogitsProcessor(
         config.multiverse_tag_ids, max_branches=options["max_branches"], max_depth=options["max_depth"],
         max_path_tokens=options["max_path_tokens"], eos_token_id=generation_config.eos_token_id,
-        grammar=options["enforce_structure"])
+        grammar=options["enforce_structure"], seeds=seeds)
+
+
+def autoregressive_seeds(config, options) -> Seeds | None:
+    """The engine's seeds for autoregressive decoding, where they can be built (a tokenizer or the char table)."""
+    char_ids = getattr(config, "multiverse_seed_token_ids", None)
+    return Seeds(options["tokenizer"], char_ids) if options["tokenizer"] is not None or char_ids else None
 
 
 def parallel_generate(model, input_ids, attention_mask, generation_config, options, streamer=None):

@@ -12,7 +12,7 @@ from transformers import LogitsProcessorList, Qwen2ForCausalLM, Qwen2Model
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from .configuration_multiverse import MultiverseConfig
-from .generation_api import parallel_generate, split_options, structure_processor
+from .generation_api import autoregressive_seeds, parallel_generate, split_options, structure_processor
 from .layout import batch_layouts, compute_layout
 from .masks import dense_mask, multiverse_mask_function
 
@@ -146,7 +146,9 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
                                  "cache_implementation='static' with compile")
             # The limits always hold; enforce_structure=False lifts only the grammar's tag order.
             processors = LogitsProcessorList(logits_processor or [])
-            processors.append(structure_processor(self.config, generation_config, options))
+            # The engine's seeds are forced here too: a path cannot see its siblings, so not its own label.
+            processors.append(structure_processor(self.config, generation_config, options,
+                                                  autoregressive_seeds(self.config, options)))
             if options["tokenizer"] is not None:
                 model_kwargs["tokenizer"] = options["tokenizer"]
             return super().generate(input_ids, generation_config=generation_config, logits_processor=processors,

@@ -5,6 +5,8 @@ class only turns "which tags may come next" into a score mask. In plain ``genera
 row linearly with an ``IncrementalParser``; the parallel engine hands it the branch streams directly.
 """
 
+from collections import deque
+
 import torch
 from transformers import LogitsProcessor
 
@@ -23,10 +25,14 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         eos_token_id (`int | list[int]`, *optional*): allowed only at top level, outside any block.
         grammar (`bool`, defaults to `True`): enforce the grammar's tag order. With `False` only the limits
             stay: depth, branches per block and the path budget.
+        seeds (`Seeds`, *optional*): in plain `generate`, force the tokens the parallel engine forces: each
+            path's `\n<Path>\n{label}:` and the `\n<Conclusion>` after the last path. The training layout hides
+            sibling paths, so a path cannot know its own label; without seeds autoregressive decoding guesses
+            it (a trained toy model wrote path 2 twice).
     """
 
     def __init__(self, tag_ids, max_branches: int = 16, max_depth: int = 4, max_path_tokens: int | None = None,
-                 eos_token_id=None, grammar: bool = True):
+                 eos_token_id=None, grammar: bool = True, seeds=None):
         if len(tag_ids) != len(TAGS):
             raise ValueError(f"`tag_ids` must list the {len(TAGS)} tag ids in TAGS order, got {len(tag_ids)}")
         if not isinstance(max_branches, int) or max_branches < 1:
@@ -42,8 +48,10 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         self.eos_ids = torch.tensor(eos, dtype=torch.long)
         self._code_of = {int(t): c for c, t in enumerate(tag_ids)}
+        self.seeds = seeds
         self._rows: list[IncrementalParser] = []
         self._seen: list[int] = []
+        self._forced: list[deque] = []
 
     # --- shared with the engine ----------------------------------------------------------------------
     def row_rules(self, stream) -> tuple[list[bool], bool, bool]:
@@ -79,12 +87,38 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         if not self._rows or len(self._rows) != input_ids.shape[0] or input_ids.shape[1] < max(self._seen):
             self._rows = [IncrementalParser(False, True, "tokens", None) for _ in range(input_ids.shape[0])]
             self._seen = [0] * input_ids.shape[0]
-        rules = []
+            self._forced = [deque() for _ in range(input_ids.shape[0])]
+        rules, forced = [], []
         for b, parser in enumerate(self._rows):
-            new = input_ids[b, self._seen[b]:].tolist()
-            for i, token in enumerate(new, start=self._seen[b]):
-                code = self._code_of.get(token)
+            row = input_ids[b].tolist()
+            for i in range(self._seen[b], len(row)):
+                queue = self._forced[b]
+                if queue and queue.popleft() != row[i]:
+                    queue.clear()  # the row left the seed (another processor overrode it): stop forcing
+                streams, cur = len(parser.streams), parser.cur
+                code = self._code_of.get(row[i])
                 parser.feed(code, i, i + 1)
-            self._seen[b] = input_ids.shape[1]
+                if self.seeds is not None and code is not None:
+                    self._queue_seed(b, row, parser, streams, cur)
+            self._seen[b] = len(row)
             rules.append(self.row_rules(parser.cur))
-        return self.mask_scores(scores, rules)
+            forced.append(self._forced[b][0] if self._forced[b] else -1)
+        scores = self.mask_scores(scores, rules)
+        forced = torch.tensor(forced, device=scores.device)
+        if (forced >= 0).any():
+            only = torch.full_like(scores, torch.finfo(scores.dtype).min)
+            only.scatter_(1, forced.clamp(min=0)[:, None], 0.0)
+            scores = torch.where((forced >= 0)[:, None], only, scores)
+        return scores
+
+    def _queue_seed(self, b: int, row: list, parser, streams_before: int, cur_before):
+        """After a tag that opened a path or merged a block, queue the tokens the engine would force there."""
+        if len(parser.streams) > streams_before:  # </Goal> or a </Path> opened the next path
+            child, parent = parser.cur, parser.cur.parent
+            k = len(parent.top.children) - 1
+            outline = parent.top.node.outlines[k]
+            ids = [t for t in row[outline.start + 1:outline.end - 1] if t not in self._code_of]
+            child.label, seed = self.seeds.path(parent, k, ids, self.tag_ids.tolist())
+            self._forced[b] = deque(seed)
+        elif cur_before.is_branch and parser.cur is cur_before.parent:  # the last </Path>: the block merged
+            self._forced[b] = deque(self.seeds.conclusion(self.tag_ids.tolist()))
