@@ -77,10 +77,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         scores[:, tag_ids] = torch.where(allowed, scores[:, tag_ids], neg)
         if len(eos_ids):
             scores[:, eos_ids] = torch.where(eos_ok[:, None], scores[:, eos_ids], neg)
-        close_id = tag_ids[END_PATH]
-        forced = torch.full_like(scores, neg)
-        forced[:, close_id] = 0.0
-        return torch.where(must_close[:, None], forced, scores)
+        return _force(scores, torch.where(must_close, tag_ids[END_PATH], -1))
 
     # --- plain HF generate: follow every row linearly -----------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -90,35 +87,38 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
             self._forced = [deque() for _ in range(input_ids.shape[0])]
         rules, forced = [], []
         for b, parser in enumerate(self._rows):
-            row = input_ids[b].tolist()
-            for i in range(self._seen[b], len(row)):
-                queue = self._forced[b]
-                if queue and queue.popleft() != row[i]:
+            queue = self._forced[b]
+            for i, token in enumerate(input_ids[b, self._seen[b]:].tolist(), start=self._seen[b]):
+                if queue and queue.popleft() != token:
                     queue.clear()  # the row left the seed (another processor overrode it): stop forcing
                 streams, cur = len(parser.streams), parser.cur
-                code = self._code_of.get(row[i])
+                code = self._code_of.get(token)
                 parser.feed(code, i, i + 1)
                 if self.seeds is not None and code is not None:
-                    self._queue_seed(b, row, parser, streams, cur)
-            self._seen[b] = len(row)
+                    self._queue_seed(b, input_ids[b], parser, streams, cur)
+            self._seen[b] = input_ids.shape[1]
             rules.append(self.row_rules(parser.cur))
-            forced.append(self._forced[b][0] if self._forced[b] else -1)
-        scores = self.mask_scores(scores, rules)
-        forced = torch.tensor(forced, device=scores.device)
-        if (forced >= 0).any():
-            only = torch.full_like(scores, torch.finfo(scores.dtype).min)
-            only.scatter_(1, forced.clamp(min=0)[:, None], 0.0)
-            scores = torch.where((forced >= 0)[:, None], only, scores)
-        return scores
+            forced.append(queue[0] if queue else -1)
+        return _force(self.mask_scores(scores, rules), torch.tensor(forced, device=scores.device))
 
-    def _queue_seed(self, b: int, row: list, parser, streams_before: int, cur_before):
+    def _queue_seed(self, b: int, row: torch.Tensor, parser, streams_before: int, cur_before):
         """After a tag that opened a path or merged a block, queue the tokens the engine would force there."""
         if len(parser.streams) > streams_before:  # </Goal> or a </Path> opened the next path
             child, parent = parser.cur, parser.cur.parent
             k = len(parent.top.children) - 1
             outline = parent.top.node.outlines[k]
-            ids = [t for t in row[outline.start + 1:outline.end - 1] if t not in self._code_of]
+            ids = [t for t in row[outline.start + 1:outline.end - 1].tolist() if t not in self._code_of]
             child.label, seed = self.seeds.path(parent, k, ids, self.tag_ids.tolist())
-            self._forced[b] = deque(seed)
         elif cur_before.is_branch and parser.cur is cur_before.parent:  # the last </Path>: the block merged
-            self._forced[b] = deque(self.seeds.conclusion(self.tag_ids.tolist()))
+            seed = self.seeds.conclusion(self.tag_ids.tolist())
+        else:
+            return
+        self._forced[b].clear()
+        self._forced[b].extend(seed)
+
+
+def _force(scores: torch.FloatTensor, token_ids: torch.LongTensor) -> torch.FloatTensor:
+    """Rows whose ``token_ids`` entry is >= 0 may emit only that token; the others keep their scores."""
+    only = torch.full_like(scores, torch.finfo(scores.dtype).min)
+    only.scatter_(1, token_ids.clamp(min=0)[:, None], 0.0)
+    return torch.where((token_ids >= 0)[:, None], only, scores)
