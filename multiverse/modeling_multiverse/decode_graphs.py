@@ -18,6 +18,8 @@ flash kernel that walks the whole cache with a dozen thread blocks. A few rows a
 import torch
 from transformers import AttentionInterface
 
+from .kv_cache import BranchKVCache, LayoutBuffers
+
 DECODE_ATTENTION = "multiverse_decode"
 
 
@@ -39,16 +41,38 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
 AttentionInterface.register(DECODE_ATTENTION, decode_attention)
 
 
+def held_static_step(model, batch: int, capacity: int, dtype, device, pad_id: int, capture: bool):
+    """Cache, layout and static step kept on the model between calls, like HF's static cache, so captured
+    graphs are replayed again; rebuilt when the batch, dtype or device change or the capacity (rounded up
+    to 256 slots) does not suffice. Every slot a query can see is rewritten by each call (causality hides
+    later ones), so only the layout is cleared."""
+    held = getattr(model, "_multiverse_static_decode", None)
+    if held is not None:
+        cache, layout, step = held
+        if (cache.batch_index.shape[0] == batch and cache.keys[0].dtype == dtype and cache.capacity >= capacity
+                and cache.keys[0].device == torch.device(device) and step.capture == capture):
+            layout.segments.zero_()
+            layout.visibility.zero_()
+            return held
+    model._multiverse_static_decode = None  # free the old buffers before allocating new ones
+    capacity = -(-capacity // 256) * 256
+    cache = BranchKVCache(model.config, batch, capacity, dtype, device)
+    layout = LayoutBuffers(batch, capacity, device)
+    layout.reserve(64)  # room for 128 streams per prompt before a reallocation forces a re-capture
+    held = (cache, layout, StaticDecodeStep(model, cache, layout, pad_id, capture))
+    model._multiverse_static_decode = held
+    return held
+
+
 def _bucket(width: int) -> int:
     return 1 << max(0, width - 1).bit_length()
 
 
 class StaticDecodeStep:
-    def __init__(self, model, cache, layout, pad_id: int, capture: bool | None = None):
-        self.model, self.cache, self.layout, self.pad_id = model, cache, layout, pad_id
+    def __init__(self, model, cache, layout, pad_id: int, capture: bool):
+        self.model, self.cache, self.layout, self.pad_id, self.capture = model, cache, layout, pad_id, capture
         device = cache.keys[0].device
-        self.capture = device.type == "cuda" if capture is None else capture
-        if self.capture and device.type != "cuda":
+        if capture and device.type != "cuda":
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         self.device, self.batch = device, cache.keys[0].shape[0]
         self.steps = {}  # width -> (inputs dict, logits, graph or None, visibility it was captured with)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .branches import Branch, PromptState, Seeds
-from .decode_graphs import StaticDecodeStep
+from .decode_graphs import held_static_step
 from .kv_cache import BranchKVCache, LayoutBuffers
 from .layout import layout_from_parse, visibility_matrix
 from .parser import IncrementalParser, ParseResult, _id_items, default_label
@@ -49,7 +49,8 @@ class ParallelEngine:
         capacity = 1 + width + self.max_new_tokens + 1
         model_dtype = next(self.model.parameters()).dtype
         if self.static_decode:
-            self.cache, self.layout, self.decode_step = self._static_buffers(batch, capacity, model_dtype, device)
+            self.cache, self.layout, self.decode_step = held_static_step(self.model, batch, capacity, model_dtype,
+                                                                         device, self.pad, self.cuda_graphs)
             capacity = self.cache.capacity
         else:
             self.cache = BranchKVCache(self.model.config, batch, capacity, model_dtype, device)
@@ -84,28 +85,6 @@ class ParallelEngine:
             self.prompts.append(state)
         slots = torch.arange(1, 1 + width, device=device).expand(batch, -1)
         return positions.to(device), slots
-
-    def _static_buffers(self, batch, capacity, dtype, device):
-        """Cache, layout and static step kept on the model between calls, like HF's static cache, so
-        captured graphs are replayed again; rebuilt when the batch, dtype or device change or the
-        capacity (rounded up to 256 slots) does not suffice. Every slot a query can see is rewritten by
-        each call (causality hides later ones), so only the layout is cleared."""
-        held = getattr(self.model, "_multiverse_static_decode", None)
-        if held is not None:
-            cache, layout, step = held
-            if (cache.batch_index.shape[0] == batch and cache.keys[0].dtype == dtype and cache.capacity >= capacity
-                    and cache.keys[0].device == torch.device(device) and step.capture == self.cuda_graphs):
-                layout.segments.zero_()
-                layout.visibility.zero_()
-                return held
-        self.model._multiverse_static_decode = None  # free the old buffers before allocating new ones
-        capacity = -(-capacity // 256) * 256
-        cache = BranchKVCache(self.model.config, batch, capacity, dtype, device)
-        layout = LayoutBuffers(batch, capacity, device)
-        layout.reserve(64)  # room for 128 streams per prompt before a reallocation forces a re-capture
-        held = (cache, layout, StaticDecodeStep(self.model, cache, layout, self.pad, self.cuda_graphs))
-        self.model._multiverse_static_decode = held
-        return held
 
     def _script(self, prompt_ids, completion):
         """Forced replay: the tokens of each stream of prompt+completion, parsed like training data."""
