@@ -49,7 +49,7 @@ def fresh_model(tokenizer, seed: int = 0) -> MultiverseForCausalLM:
 
 
 def train(model, tokenizer, dataset, out_dir: str, steps: int, batch_size: int = 32, lr: float = 3e-3,
-          seed: int = 0, log=print, schedule: str = "cosine") -> dict:
+          seed: int = 0, log=print) -> dict:
     """``steps`` optimizer steps of MultiverseSFTTrainer (sdpa, CPU); returns time and final loss."""
     from trl import SFTConfig
 
@@ -57,7 +57,7 @@ def train(model, tokenizer, dataset, out_dir: str, steps: int, batch_size: int =
     from ..trl_recipes.trainer import MultiverseSFTTrainer
 
     args = SFTConfig(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch_size,
-                     learning_rate=lr, lr_scheduler_type=schedule, warmup_steps=max(1, steps // 20),
+                     learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
                      weight_decay=0.0, adam_beta2=0.98, logging_steps=max(1, steps // 10), save_strategy="no",
                      report_to=[], use_cpu=True, gradient_checkpointing=False, bf16=False, max_length=512, seed=seed, data_seed=seed,
                      dataloader_num_workers=0, remove_unused_columns=False, completion_only_loss=True)

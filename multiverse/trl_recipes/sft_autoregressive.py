@@ -22,10 +22,8 @@ import argparse
 
 
 def main(script_args, training_args, model_args):
-    from trl import get_peft_config
-
     from .data import load_training_dataset, sequential_dataset
-    from .trainer import MultiverseSFTTrainer, check_script_args, load_causal_model, train_and_save
+    from .trainer import check_script_args, load_causal_model, run_recipe
 
     check_script_args(script_args)
     if script_args.curriculum:
@@ -40,17 +38,7 @@ def main(script_args, training_args, model_args):
     if training_args.eval_strategy != "no":
         eval_dataset = sequential_dataset(load_training_dataset(split=script_args.dataset_test_split, **load),
                                           script_args.sequential_column, num_proc)
-    trainer = MultiverseSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        loss_impl=script_args.loss_impl,
-        ce_chunk_tokens=script_args.ce_chunk_tokens,
-    )
-    return train_and_save(trainer, training_args, script_args)
+    return run_recipe(model, tokenizer, model_args, training_args, script_args, train_dataset, eval_dataset)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

@@ -49,12 +49,10 @@ def check_training_args(training_args):
 
 
 def main(script_args, training_args, model_args):
-    from trl import get_peft_config
-
     from .collator import MultiverseDataCollator
     from .curriculum import curriculum_dataset, parse_stages
     from .data import load_training_dataset
-    from .trainer import MultiverseSFTTrainer, check_script_args, load_multiverse_model, train_and_save
+    from .trainer import check_script_args, load_multiverse_model, run_recipe
 
     check_script_args(script_args)
     check_training_args(training_args)
@@ -80,18 +78,7 @@ def main(script_args, training_args, model_args):
 
     collator = MultiverseDataCollator(model.config.multiverse_tag_ids, pad_id, max_length=training_args.max_length,
                                       pad_to_multiple_of=training_args.pad_to_multiple_of)
-    trainer = MultiverseSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        data_collator=collator,
-        peft_config=get_peft_config(model_args),
-        loss_impl=script_args.loss_impl,
-        ce_chunk_tokens=script_args.ce_chunk_tokens,
-    )
-    return train_and_save(trainer, training_args, script_args)
+    return run_recipe(model, tokenizer, model_args, training_args, script_args, train_dataset, eval_dataset, collator)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

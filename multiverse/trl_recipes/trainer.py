@@ -142,6 +142,25 @@ class MultiverseSFTTrainer(SFTTrainer):
         return loss
 
 
+def run_recipe(model, tokenizer, model_args, training_args, script_args, train_dataset, eval_dataset,
+               data_collator=None):
+    """The trainer both recipes build (same loss options, same PEFT config), trained and saved."""
+    from trl import get_peft_config
+
+    trainer = MultiverseSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=data_collator,
+        peft_config=get_peft_config(model_args),
+        loss_impl=script_args.loss_impl,
+        ce_chunk_tokens=script_args.ce_chunk_tokens,
+    )
+    return train_and_save(trainer, training_args, script_args)
+
+
 def train_and_save(trainer, training_args, script_args):
     """Train, save the weights with the log history beside them (to compare recipes), push if asked."""
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
