@@ -8,7 +8,7 @@ import typer
 
 app = typer.Typer(help="Multiverse for Hugging Face: convert, inspect, train and generate.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
-SUBCOMMAND_PACKAGES = ("generation", "curation", "trl_recipes", "hub_cards", "quickstart")
+SUBCOMMAND_PACKAGES = ("generation", "curation", "trl_recipes", "hub_cards", "evaluation", "quickstart")
 
 
 @app.command()
