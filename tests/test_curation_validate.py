@@ -12,8 +12,8 @@ from multiverse.curation.schema import PlanError, parse_plan
 from multiverse.curation.source_checks import SourceBounds, source_checks
 from multiverse.curation.validate import canonicalize, check_blocks, extract_trace, strip_structure, validate_trace
 from multiverse.modeling_multiverse.parser import parse
-from multiverse.testing import corpus_files
 from multiverse.transcripts import read_transcript
+from samples import corpus_sets
 
 GOOD = ("Let me split this.\n<Parallel>\n<Goal>\n<Outline>\n1: area of A\n</Outline>\n<Outline>\n2: area of B\n"
         "</Outline>\n</Goal>\n<Path>\n1: A is 3 by 4, so its area is 12.\n</Path>\n<Path>\n2: B is 5 by 6, so its "
@@ -71,9 +71,11 @@ def test_strip_structure_keeps_the_reasoning_only():
                      "Together 12 + 30 = 42.\nSo the answer is 42.")
 
 
-def test_corpus_complete_blocks_accepted_incomplete_report_their_rule():
+@pytest.mark.parametrize("files, expected", corpus_sets(dict(complete=70, incomplete=3),
+                                                          dict(complete=100, incomplete=5)))
+def test_corpus_complete_blocks_accepted_incomplete_report_their_rule(files, expected):
     complete = incomplete = 0
-    for path in corpus_files():
+    for path in files:
         text = read_transcript(path).completion
         repairs = parse(text).repairs
         for row in check_blocks(text):
@@ -87,7 +89,7 @@ def test_corpus_complete_blocks_accepted_incomplete_report_their_rule():
                 inside = [r for r in repairs if row["start"] <= r.index <= row["end"]]
                 assert row["rule"] is not None, where
                 assert (row["rule"], row["index"]) == (inside[0].rule, inside[0].index), where
-    assert complete >= 100 and incomplete >= 5, (complete, incomplete)
+    assert complete >= expected["complete"] and incomplete >= expected["incomplete"], (complete, incomplete)
 
 
 def test_plan_schema_and_consistency():

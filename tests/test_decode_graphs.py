@@ -9,8 +9,7 @@ import torch
 
 from engine_helpers import run_engine
 from multiverse.modeling_multiverse.decode_graphs import StaticDecodeStep, _bucket
-from test_engine import encode_pair
-from test_parity import NESTED, TEXT
+from samples import NESTED, TEXT, encode_pair
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 

@@ -8,16 +8,9 @@ from hypothesis import strategies as st
 from engine_helpers import run_engine
 from mock_lm import TableLM
 from multiverse.modeling_multiverse.parser import parse, well_formed_prefix
-from multiverse.testing import corpus_files
 from multiverse.transcripts import read_transcript
 from structures import TAG_IDS as TOY_TAGS, build, stream
-from test_parity import NESTED, TEXT
-
-
-def encode_pair(tokenizer, completion):
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Add the numbers."}],
-                                           add_generation_prompt=True, tokenize=False)
-    return tokenizer.encode(prompt), tokenizer.encode(completion)
+from samples import NESTED, TEXT, corpus_sets, encode_pair
 
 
 def teacher_forced(model, prompt, completion):
@@ -76,27 +69,28 @@ def test_flex_configured_model_decodes_like_sdpa(tiny_model, tokenizer):
         torch.testing.assert_close(lg, reference[i], atol=1e-4, rtol=0)
 
 
-def test_corpus_replay_reproduces_every_file(tokenizer):
+@pytest.mark.parametrize("files, expected", corpus_sets(dict(files=8, parallel=6), dict(files=30, parallel=15)))
+def test_corpus_replay_reproduces_every_file(tokenizer, files, expected):
     """All 30 files in one batch: each sequence exactly, decode steps equal to its critical path."""
     model = TableLM(tokenizer)
     tags = model.config.multiverse_tag_ids
     prompts, completions = [], []
-    for path in corpus_files():
+    for path in files:
         t = read_transcript(path)
         ids = tokenizer.encode(t.completion)
         completions.append(ids[:well_formed_prefix(ids, tags)])
         prompts.append(tokenizer.encode(t.prompt))
-    assert len(completions) == 30
+    assert len(completions) == expected["files"]
     out = run_engine(model, prompts, forced=completions, max_new_tokens=max(map(len, completions)) + 8)
     width = max(map(len, prompts))
     parallel_files = 0
     for b, completion in enumerate(completions):
         got = out.sequences[b, width:width + len(completion)].tolist()
-        assert got == completion, f"{corpus_files()[b]} differs"
+        assert got == completion, f"{files[b]} differs"
         stats = out.multiverse[b]
         assert stats["steps"] == parse(completion, tags, allow_truncated=True).critical_path
         parallel_files += stats["forks"] > 0
-    assert parallel_files >= 15
+    assert parallel_files >= expected["parallel"]
 
 
 def test_batch_of_different_structures_equals_one_at_a_time(tiny_model, tokenizer):

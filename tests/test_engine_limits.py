@@ -9,7 +9,7 @@ from mock_lm import TableLM
 from multiverse.modeling_multiverse import TAGS
 from multiverse.modeling_multiverse.parser import parse
 from multiverse.modeling_multiverse.structure_processor import MultiverseStructureLogitsProcessor
-from test_parity import TEXT
+from samples import TEXT
 
 
 @pytest.fixture(scope="module")

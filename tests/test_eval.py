@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from multiverse.cli import app
 from multiverse.evaluation import Problem, answer_region, evaluate, grade, load_benchmark, summarize, write_report
-from test_parity import NESTED
+from samples import NESTED
 
 FLAT = ("<Think>\nSplit it.\n<Parallel>\n<Goal>\n<Outline>\n1: first product\n</Outline>\n<Outline>\n"
         "2: second product\n</Outline>\n</Goal>\n<Path>\n1: 3 * 4 = 12\n</Path>\n<Path>\n2: 5 * 6 = 30\n</Path>\n"

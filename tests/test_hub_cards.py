@@ -8,11 +8,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from multiverse.hub_cards.cards import dataset_card_of, eval_results_of, model_card, training_record
 from multiverse.model_shapes import shape_config
 
-RESULTS = {"benchmark": "toy-sums", "settings": {"benchmark_file": "data/toy-sums.jsonl"}, "summary": [
-    dict(mode="parallel", max_new_tokens=256, problems=200, correct=183, accuracy=0.915, mean_tokens=61.2,
-         mean_steps=24.5, parallelism=2.498, forks=1.0, seconds=30.0),
-    dict(mode="autoregressive", max_new_tokens=256, problems=200, correct=181, accuracy=0.905, mean_tokens=60.0,
-         mean_steps=60.0, parallelism=1.0, forks=0.0, seconds=70.0)]}
+from samples import RESULTS
 
 
 def render(tmp_path, **overrides):

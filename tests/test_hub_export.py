@@ -13,8 +13,7 @@ from multiverse.cli import app
 from multiverse.hub_cards.export import export_model, is_exported, reload_in_fresh_process
 from multiverse.hub_cards.push import HubUnreachable, check_hub
 from multiverse.tokenization import train_tokenizer
-from test_hub_cards import RESULTS
-from test_parity import NESTED
+from samples import NESTED, RESULTS
 
 
 @pytest.fixture(scope="module")

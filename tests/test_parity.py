@@ -6,19 +6,8 @@ import torch
 from multiverse.modeling_multiverse import compute_layout
 from structures import reference_mask
 
-TEXT = (
-    "Let's think in parallel.\n<Parallel>\n<Goal>\n<Outline>\n1: the first sum\n</Outline>\n"
-    "<Outline>\n2: the second sum\n</Outline>\n<Outline>\n3: the third sum\n</Outline>\n</Goal>\n"
-    "<Path>\n1: 12 + 3 = 15\n</Path>\n<Path>\n2: 4 + 5 = 9, so\n</Path>\n<Path>\n3: 7 + 7 = 14\n</Path>\n"
-    "<Conclusion>\n15, 9 and 14.\n</Conclusion>\n</Parallel>\nSo the answer is 38."
-)
-NESTED = (
-    "Plan.\n<Parallel>\n<Goal>\n<Outline>\n1: outer a\n</Outline>\n<Outline>\n2: outer b\n</Outline>\n</Goal>\n"
-    "<Path>\n1: start a\n<Parallel>\n<Goal>\n<Outline>\n1.1: inner x\n</Outline>\n<Outline>\n1.2: inner y\n"
-    "</Outline>\n</Goal>\n<Path>\n1.1: x is 3\n</Path>\n<Path>\n1.2: y is 4 and more\n</Path>\n<Conclusion>\n"
-    "x+y=7\n</Conclusion>\n</Parallel>\nso a is 7\n</Path>\n<Path>\n2: b is 5\n</Path>\n<Conclusion>\n12\n"
-    "</Conclusion>\n</Parallel>\nDone: 12."
-)
+from samples import NESTED, TEXT
+
 IMPLEMENTATIONS = ["sdpa", "eager", "flex_attention"]
 
 

@@ -7,16 +7,17 @@ from typer.testing import CliRunner
 
 from multiverse.cli import app
 from multiverse.modeling_multiverse.parser import StructureError, parse, well_formed_prefix
-from multiverse.testing import corpus_files
+from multiverse.testing import corpus_file, corpus_files
 from multiverse.transcripts import read_transcript
+from samples import corpus_sets
 
 GOOD = ("<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>\n"
         "<Path>\n1: x\n</Path>\n<Path>\n2: y\n</Path>\n<Conclusion>\nz\n</Conclusion>\n</Parallel>\n")
 
 
-def test_all_corpus_files_parse_tolerantly():
-    files = corpus_files()
-    assert len(files) == 30
+@pytest.mark.parametrize("files, expected", corpus_sets(dict(files=8, broken=4), dict(files=30, broken=5)))
+def test_all_corpus_files_parse_tolerantly(files, expected):
+    assert len(files) == expected["files"]
     broken = 0
     for path in files:
         text = read_transcript(path).completion
@@ -24,12 +25,13 @@ def test_all_corpus_files_parse_tolerantly():
         assert result.length == len(text)
         assert 0 < result.critical_path <= result.length
         broken += not result.ok
-    assert broken >= 5  # the corpus has truncated and overrun transcripts; each must be recorded
+    assert broken >= expected["broken"]  # the corpus has truncated and overrun transcripts; each must be recorded
 
 
-def test_strict_parser_rejects_broken_corpus_files_and_names_the_rule():
+@pytest.mark.parametrize("files, expected", corpus_sets({}, {}))
+def test_strict_parser_rejects_broken_corpus_files_and_names_the_rule(files, expected):
     seen = set()
-    for path in corpus_files():
+    for path in files:
         text = read_transcript(path).completion
         if parse(text).ok:
             parse(text, strict=True)
@@ -44,7 +46,7 @@ def test_strict_parser_rejects_broken_corpus_files_and_names_the_rule():
 
 
 def test_truncated_corpus_file_names_truncation():
-    text = read_transcript(corpus_files()[16]).completion  # entry_17 stops inside an outline
+    text = read_transcript(corpus_file("entry_17")).completion  # it stops inside an outline
     with pytest.raises(StructureError, match=r"\[truncated\]"):
         parse(text, strict=True)
     assert well_formed_prefix(text) == len(text)

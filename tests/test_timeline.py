@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from multiverse.cli import app
 from multiverse.generation.timeline import COLORS, active_counts, timeline_html, timeline_rows, write_timeline
-from test_parity import NESTED
+from samples import NESTED
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

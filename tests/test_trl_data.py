@@ -6,9 +6,7 @@ from datasets import Dataset, DatasetDict
 from multiverse.trl_recipes.curriculum import FORM_COLUMN, STAGE_COLUMN, Stage, curriculum_dataset, parse_stages
 from multiverse.trl_recipes.data import load_training_dataset, sequential_dataset, to_sequential_text
 
-COMPLETION = ("<Think>\nFirst the setup.\n<Parallel>\n<Goal>\n<Outline>\n1: Area\n</Outline>\n<Outline>\n2: Perimeter\n"
-              "</Outline>\n</Goal>\n<Path>\n1: The area is 6.\n</Path>\n<Path>\n2: The perimeter is 12.\n</Path>\n"
-              "<Conclusion>\nBoth are known.\n</Conclusion>\n</Parallel>\nSo the ratio is 2.\n</Think>\nAnswer: 2")
+from samples import COMPLETION
 
 
 def chat_dataset(n=6):

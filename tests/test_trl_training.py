@@ -20,7 +20,7 @@ from multiverse.trl_recipes import MultiverseDataCollator
 from multiverse.trl_recipes import sft_autoregressive, sft_multiverse
 from multiverse.trl_recipes.trainer import MultiverseSFTTrainer
 from structures import NL, TAG_IDS, build, reference_mask
-from test_trl_data import COMPLETION
+from samples import COMPLETION
 
 THREE_PATHS = ("<Think>\nCheck three cases.\n<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n"
                "</Outline>\n<Outline>\n3: c\n</Outline>\n</Goal>\n<Path>\n1: a holds.\n</Path>\n<Path>\n2: b fails,"
