@@ -41,4 +41,5 @@ def corpus_sets(sample_minimums: dict, full_minimums: dict) -> list:
     full = full_corpus_files()
     return [pytest.param(corpus_files(), sample_minimums, id="sample"),
             pytest.param(full, full_minimums, id="full",
-                         marks=pytest.mark.skipif(not full, reason=f"set {CORPUS_ENV} to the corpus folder"))]
+                         marks=[pytest.mark.corpus,
+                                pytest.mark.skipif(not full, reason=f"set {CORPUS_ENV} to the corpus folder")])]
