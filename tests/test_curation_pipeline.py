@@ -29,6 +29,11 @@ def backend(server, **kw):
     return OpenAIBackend(server.url, "scripted", **kw)
 
 
+def checkpoint_records(path) -> dict:
+    with Checkpoint(path) as ckpt:  # closed at once: it holds the checkpoint's lock while open
+        return ckpt.records
+
+
 def requests_for(server, example):
     return [r for r in server.requests if find_example(r, EXAMPLES) is example]
 
@@ -38,7 +43,7 @@ def test_good_answers_become_valid_examples(tmp_path):
         report = run_curation(items(), backend(server), CurateConfig(response_format="json_schema"),
                               tmp_path / "ck.jsonl", concurrency=3, progress=False)
     assert report["outcomes"] == {"ok": 12} and report["run"]["ran"] == 12
-    records = Checkpoint(tmp_path / "ck.jsonl").records
+    records = checkpoint_records(tmp_path / "ck.jsonl")
     for i, e in enumerate(EXAMPLES):
         r = records[f"item{i}"]
         assert r["multiverse_trace"] == e["multiverse_trace"] and validate_trace(r["multiverse_trace"]) == []
@@ -143,7 +148,7 @@ def test_http_errors_timeouts_and_garbage_are_retried_then_recorded(tmp_path):
         b = backend(server, timeout=0.3)
         report = run_curation(items()[:10], b, CurateConfig(max_repairs=1), tmp_path / "ck.jsonl",
                               concurrency=10, progress=False)
-        records = Checkpoint(tmp_path / "ck.jsonl").records
+        records = checkpoint_records(tmp_path / "ck.jsonl")
     reasons = {r["index"]: r["reason"] for r in records.values()}
     assert reasons == {0: None, 1: "backend:http-500", 2: "backend:http-503", 3: "backend:rate-limited",
                        4: "backend:timeout", 5: "backend:bad-response", 6: "backend:bad-response",
@@ -161,7 +166,7 @@ def test_bad_key_stops_the_run_without_recording(tmp_path):
         with pytest.raises(FatalBackendError, match="refused the API key"):
             run_curation(items()[:3], backend(server), CurateConfig(), tmp_path / "ck.jsonl", concurrency=1,
                          progress=False)
-    assert Checkpoint(tmp_path / "ck.jsonl").records == {}
+    assert checkpoint_records(tmp_path / "ck.jsonl") == {}
 
 
 def test_dataset_from_records_loads_with_chat_fields(tmp_path):
@@ -169,7 +174,7 @@ def test_dataset_from_records_loads_with_chat_fields(tmp_path):
 
     with ChatServer(toy_oracle(EXAMPLES)) as server:
         run_curation(items(), backend(server), CurateConfig(), tmp_path / "ck.jsonl", concurrency=4, progress=False)
-    records = list(Checkpoint(tmp_path / "ck.jsonl").records.values())
+    records = list(checkpoint_records(tmp_path / "ck.jsonl").values())
     build_dataset(records, mix=0.25, seed=1, system="Think in parallel.").save_to_disk(str(tmp_path / "ds"))
     data = datasets.load_from_disk(str(tmp_path / "ds"))
     train, ar = data["train"], data["autoregressive"]
@@ -183,7 +188,7 @@ def test_dataset_from_records_loads_with_chat_fields(tmp_path):
     plain = ar[0]["completion"][0]["content"]
     assert "<Path>" not in plain and "<Parallel>" not in plain and plain.startswith("<Think>\n")
     assert plain.endswith(f"</Think>\n{EXAMPLES[0]['answer']}")
-    with pytest.raises(ValueError, match="mix=1.5"):
+    with pytest.raises(ValueError, match="--mix 1.5"):
         build_dataset(records, mix=1.5)
     first = next(k for k, r in enumerate(records) if r["id"] == "item0")
     records[first] = dict(records[first], multiverse_trace=records[first]["multiverse_trace"].replace("</Goal>", ""))

@@ -2,8 +2,11 @@
 
 A backend has one method, ``complete(messages, response_format=None) -> Completion``. It raises
 ``BackendError`` (recorded as the item's failure, e.g. ``backend:timeout``) once its retries are spent,
-and ``FatalBackendError`` for problems that no item can get past (bad key, unknown model): the run
-stops at once instead of recording the same failure for every item.
+and ``FatalBackendError`` for problems that no item can get past (bad key, unknown model, a server that
+is down when the run starts): the run stops at once instead of recording the same failure for every item.
+``check()`` is called once before any item; ``is_transient(kind)`` says which failures a rerun retries.
+Every message and description is redacted (``redaction.Redactor``): no credential of the endpoint or
+the API key reaches a record, a report or a terminal.
 """
 
 import json
@@ -12,6 +15,8 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+
+from .redaction import Redactor, redact_url
 
 
 @dataclass
@@ -32,25 +37,47 @@ class FatalBackendError(RuntimeError):
     pass
 
 
+# Failures a later run can get past: they are recorded, but a rerun tries those items again.
+TRANSIENT_KINDS = ("timeout", "connection-error", "rate-limited", "http-408", "http-409")
+
+
+CHECK_SECONDS = 30.0  # listing models is instant on a live server
+
+
+def is_transient(kind: str) -> bool:
+    return kind in TRANSIENT_KINDS or (kind.startswith("http-5") and len(kind) == 8)
+
+
 class OpenAIBackend:
     """Chat completions over HTTP. Retries 408/409/429/5xx, timeouts, dropped connections and
-    malformed responses with jittered exponential backoff (honouring ``Retry-After``)."""
+    malformed responses with jittered exponential backoff (honouring ``Retry-After``).
+
+    ``timeout`` bounds each whole request: connecting (also at most ``connect_timeout``), waiting for the
+    first byte and the gap between bytes (httpx's timeouts), and the total (an anyio deadline around the
+    request: a server that drips its answer one byte at a time is cut there). Each request runs in its
+    own event loop with its own client, so the deadline cancels that request's connection and nothing else.
+    """
 
     def __init__(self, endpoint: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600.0,
-                 retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0, temperature: float = 0.0,
-                 max_tokens: int | None = None, seed: int | None = None):
+                 connect_timeout: float = 10.0, retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
+                 temperature: float = 0.0, max_tokens: int | None = None, seed: int | None = None):
         import openai
 
-        for name, value in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff)):
-            if value < 0 or (name == "timeout" and value == 0):
+        api_key = os.environ.get(api_key_env) or "EMPTY"  # local vLLM/SGLang take any key; the client wants one
+        self.redactor = Redactor.for_endpoint(endpoint, api_key)
+        self.redactor.install_log_filter()
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout), ("backoff", backoff),
+                            ("max_backoff", max_backoff)):
+            if not value >= 0 or (name.endswith("timeout") and value == 0):
                 raise ValueError(f"{name}={value} must be positive")
         if retries < 0:
             raise ValueError(f"retries={retries} must be >= 0")
-        # Local vLLM/SGLang servers take any key, but the client insists on one.
-        api_key = os.environ.get(api_key_env) or "EMPTY"
+        base, query = _split_query(endpoint, self.redactor)
         # The client's own retry loop cannot be tuned (fixed 0.5 s to 8 s), so it is off and ours runs.
-        self.client = openai.OpenAI(base_url=endpoint, api_key=api_key, timeout=timeout, max_retries=0)
-        self.endpoint, self.model, self.retries = endpoint, model, retries
+        # A query string (``?api_key=...``) cannot stay in base_url, where paths are appended after it.
+        self._client_args = dict(base_url=base, api_key=api_key, default_query=query or None, max_retries=0,
+                                 timeout=openai.Timeout(timeout, connect=min(connect_timeout, timeout)))
+        self.endpoint, self.model, self.retries, self.timeout = endpoint, model, retries, timeout
         self.backoff, self.max_backoff = backoff, max_backoff
         self.sampling = {"temperature": temperature}
         if max_tokens is not None:
@@ -60,20 +87,55 @@ class OpenAIBackend:
         self._errors = openai
 
     def describe(self) -> str:
-        return f"{self.model} at {self.endpoint}"
+        return f"{self.model} at {redact_url(self.endpoint)}"
+
+    def _request(self, call, deadline: float | None = None):
+        """``await call(client)`` under the total deadline; a missed deadline raises ``TimeoutError``."""
+        import anyio
+
+        async def run():
+            async with self._errors.AsyncOpenAI(**self._client_args) as client:
+                with anyio.fail_after(deadline or self.timeout):
+                    return await call(client)
+
+        return anyio.run(run)
+
+    def check(self):
+        """One cheap request (``GET /models``) before any item runs: a server that is down, or refuses
+        the key, stops the run with one line instead of failing every item. Returns a warning or None."""
+        async def models(client):
+            return [m.id async for m in client.models.list()]
+
+        try:
+            served = self._request(models, deadline=min(self.timeout, CHECK_SECONDS))
+        except Exception as err:  # noqa: BLE001 - classified below
+            status = getattr(err, "status_code", None)
+            if status == 404:
+                return None  # some gateways have no /models route; the first item will tell
+            if status in (401, 403):
+                self._classify(err)  # raises the fatal key error
+            raise FatalBackendError(f"cannot reach {redact_url(self.endpoint)} (GET /models: "
+                                    f"{self._short(err)}); is the server up?") from None
+        if served and self.model not in served:
+            return (f"warning: {redact_url(self.endpoint)} lists models {served[:10]}, not {self.model!r}; "
+                    "trying it anyway")
+        return None
 
     def complete(self, messages: list[dict], response_format: dict | None = None) -> Completion:
         extra = {"response_format": response_format} if response_format else {}
+
+        async def chat(client):
+            return await client.chat.completions.create(model=self.model, messages=messages, **self.sampling,
+                                                        **extra)
+
         for attempt in range(self.retries + 1):
             try:
-                response = self.client.chat.completions.create(model=self.model, messages=messages,
-                                                               **self.sampling, **extra)
-                return self._completion(response)
+                return self._completion(self._request(chat))
             except Exception as err:  # noqa: BLE001 - classified below, unknown errors re-raised
                 kind, retry_after = self._classify(err)
                 if attempt == self.retries or kind in ("bad-request",):
                     tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise BackendError(kind, f"{_short(err)}{tries}") from err
+                    raise BackendError(kind, f"{self._short(err)}{tries}") from None
                 delay = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
                 time.sleep(min(self.max_backoff, retry_after) if retry_after is not None else delay)
         raise AssertionError("unreachable")
@@ -87,28 +149,47 @@ class OpenAIBackend:
         return Completion(message.content, getattr(usage, "prompt_tokens", 0) or 0,
                           getattr(usage, "completion_tokens", 0) or 0, choices[0].finish_reason or "")
 
+    def _short(self, err) -> str:
+        if isinstance(err, TimeoutError) and not str(err):
+            return f"no complete answer within the total timeout of {self.timeout} s"
+        return self.redactor.text(" ".join(str(err).split())[:300])
+
     def _classify(self, err) -> tuple[str, float | None]:
         e = self._errors
         if isinstance(err, (_BadResponse, json.JSONDecodeError, e.APIResponseValidationError)):
             return "bad-response", None
-        if isinstance(err, e.APITimeoutError):
+        if isinstance(err, (e.APITimeoutError, TimeoutError)):
             return "timeout", None
         if isinstance(err, e.APIConnectionError):
             return "connection-error", None
         if isinstance(err, e.APIStatusError):
-            status = err.status_code
+            status, where = err.status_code, redact_url(self.endpoint)
             if status in (401, 403):
-                raise FatalBackendError(f"{self.endpoint} refused the API key (HTTP {status}); "
-                                        "set it in the environment variable named by --api-key-env") from err
+                raise FatalBackendError(f"{where} refused the API key (HTTP {status}); "
+                                        "set it in the environment variable named by --api-key-env") from None
             if status == 404:
-                raise FatalBackendError(f"{self.endpoint} has no model {self.model!r} or no chat-completions "
-                                        f"route (HTTP 404): {_short(err)}") from err
+                raise FatalBackendError(f"{where} has no model {self.model!r} or no chat-completions "
+                                        f"route (HTTP 404): {self._short(err)}") from None
             if status == 429:
                 return "rate-limited", _retry_after(err.response)
             if status >= 500 or status in (408, 409):
                 return f"http-{status}", _retry_after(err.response)
             return "bad-request", None
         raise err
+
+
+def _split_query(endpoint: str, redactor: Redactor) -> tuple[str, dict]:
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as err:
+        raise ValueError(f"--endpoint {redact_url(endpoint)}: not a URL ({redactor.text(err)})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--endpoint {redact_url(endpoint)}: expected an http(s) URL such as "
+                         "http://localhost:8000/v1")
+    return (urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+            dict(parse_qsl(parts.query, keep_blank_values=True)))
 
 
 class _BadResponse(ValueError):
@@ -121,10 +202,6 @@ def _retry_after(response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except (AttributeError, ValueError):
         return None  # an HTTP date or garbage: fall back to our own backoff
-
-
-def _short(err) -> str:
-    return " ".join(str(err).split())[:300]
 
 
 class TransformersBackend:
@@ -147,6 +224,9 @@ class TransformersBackend:
 
     def describe(self) -> str:
         return f"local {self.path}"
+
+    def check(self):
+        return None  # loading the model already proved it works
 
     def complete(self, messages: list[dict], response_format: dict | None = None) -> Completion:
         import torch

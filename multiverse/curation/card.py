@@ -14,8 +14,9 @@ def dataset_card(dataset, report: dict, *, output: str, source: str, backend: st
     data = DatasetCardData(language="en", license=license, pretty_name=pretty_name, size_categories=size,
                            task_categories=["text-generation"], tags=["multiverse", "parallel-reasoning", "sft"])
     train_formats = list(dataset["train"]["format"])
-    mix_ar = train_formats.count("autoregressive")
-    what = {"train": "Multiverse examples" if mix is None else "autoregressive-to-Multiverse curriculum",
+    mix_ar, sequential = train_formats.count("autoregressive"), train_formats.count("sequential")
+    what = {"train": ("Multiverse examples" if mix is None else "autoregressive-to-Multiverse curriculum")
+            + (f" ({sequential} sequential: nothing in them runs in parallel)" if sequential else ""),
             "autoregressive": "the same examples, structure stripped (baseline)"}
     template = resources.files(__package__).joinpath("templates", "dataset_card.md").read_text(encoding="utf-8")
     return DatasetCard.from_template(

@@ -1,57 +1,92 @@
-"""The checkpoint: one JSON line per finished item, appended and flushed to disk as soon as it exists.
+"""The checkpoint: one JSON line per finished item, appended durably (``multiverse.jsonl``) as soon as it exists.
 
 A crash can tear at most the line being written. On open, a torn last line is cut off (the item it
-belonged to simply runs again); every complete line is kept. When an id has several lines (a failure
-retried with ``--retry-failed``), the last one wins.
+belonged to simply runs again); every complete line is kept. A bad line anywhere else is not a crash's
+doing: the open fails naming the line, unless ``skip_bad_lines`` is set, which leaves the line in the file
+untouched and runs its item again. When an id has several lines (a failure retried), the last one wins.
+
+One run at a time: the checkpoint holds a lock file (``PATH.lock``) while open, so a second run on the
+same checkpoint stops at once instead of doing every item twice.
 """
 
-import json
-import os
-import threading
-from pathlib import Path
+import filelock
+
+from ..jsonl import JsonlAppender, iter_jsonl
+from .backends import is_transient
+
+
+class CheckpointInUse(RuntimeError):
+    pass
+
+
+def lock_or_fail(path, what: str) -> filelock.FileLock:
+    """Take the lock file ``path`` now, or say that ``what`` is in use."""
+    lock = filelock.FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise CheckpointInUse(f"{what} is in use by another multiverse curate run (lock file {path}); "
+                              "wait for it to finish") from None
+    return lock
+
+
+def transient_failure(record: dict) -> bool:
+    """A failure a later run may get past (timeout, 429, 5xx, dropped connection): never final."""
+    reason = record.get("reason") or ""
+    return record["outcome"] == "failed" and reason.startswith("backend:") and is_transient(reason[8:])
 
 
 class Checkpoint:
-    def __init__(self, path):
+    def __init__(self, path, *, skip_bad_lines: bool = False):
+        from pathlib import Path
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_or_fail(f"{self.path}.lock", f"checkpoint {self.path}")
         self.records: dict[str, dict] = {}
         self.torn = 0
-        if self.path.exists():
-            self._load()
-        self._lock = threading.Lock()
-        self._file = self.path.open("a", encoding="utf-8")
+        self.skipped_lines: list[int] = []
+        try:
+            if self.path.exists():
+                self._load(skip_bad_lines)
+            self._file = JsonlAppender(self.path)
+        except BaseException:
+            self._lock.release()
+            raise
 
-    def _load(self):
-        data = self.path.read_bytes()
-        keep = len(data) if data.endswith(b"\n") or not data else data.rfind(b"\n") + 1
-        for n, line in enumerate(data[:keep].splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                self.records[record["id"]] = record
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{self.path}:{n}: not a checkpoint record ({err}); "
-                                 "is this the checkpoint of another tool?") from None
-        if keep < len(data):
+    def _load(self, skip_bad_lines: bool):
+        bad = []
+        for n, record in iter_jsonl(self.path, bad_lines=bad):
+            if not isinstance(record.get("id"), str) or record.get("outcome") not in ("ok", "sequential", "failed"):
+                raise ValueError(f"{self.path}:{n}: not a checkpoint record (no id or outcome); is this the "
+                                 "checkpoint of another tool?")
+            self.records[record["id"]] = record
+        if bad and bad[-1].torn:
             self.torn = 1
             with self.path.open("r+b") as f:
-                f.truncate(keep)
+                f.truncate(bad.pop().offset)
+        if bad and not skip_bad_lines:
+            lines = [b.line for b in bad]
+            raise ValueError(f"{self.path}:{lines[0]}: corrupt line ({bad[0].message})"
+                             + (f"; also lines {lines[1:]}" if len(lines) > 1 else "")
+                             + ". Every other line is a finished item and is kept: delete the bad lines, or pass "
+                               "--skip-bad-lines to leave them in the file and run their items again")
+        self.skipped_lines = [b.line for b in bad]
 
     def done(self, retry_failed: bool = False) -> set[str]:
-        return {i for i, r in self.records.items() if not (retry_failed and r["outcome"] != "ok")}
+        """Ids a run skips: everything recorded, except transient failures (always tried again) and, with
+        ``retry_failed``, every failure."""
+        return {i for i, r in self.records.items()
+                if not (r["outcome"] == "failed" and (retry_failed or transient_failure(r)))}
 
     def append(self, record: dict):
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self._lock:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self.records[record["id"]] = record
+        self._file.append(record)
+        self.records[record["id"]] = record
 
     def close(self):
-        self._file.close()
+        if self._lock.is_locked:
+            self._file.close()
+            self._lock.release()
 
     def __enter__(self):
         return self

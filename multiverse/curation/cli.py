@@ -1,24 +1,27 @@
 """Commands: ``multiverse curate``, ``multiverse toy-data`` and ``multiverse validate``."""
 
 import json
+import os
 from pathlib import Path
 
 import typer
 
-CHECKPOINT_NAME, REPORT_NAME = "checkpoint.jsonl", "report.json"
+CHECKPOINT_NAME, REPORT_NAME, LOCK_NAME = "checkpoint.jsonl", "report.json", ".curate.lock"
 
 
 def curate(
     input: Path = typer.Argument(..., help="JSONL file or a datasets folder (save_to_disk) of traces"),
     output: Path = typer.Argument(..., help="Folder for the dataset, card, report and checkpoint"),
-    endpoint: str = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"),
+    endpoint: str = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
+                                            "(credentials in it are honoured and never printed)"),
     model: str = typer.Option(None, help="Model name at --endpoint"),
     local_model: str = typer.Option(None, help="A local transformers model folder or Hub id, instead of --endpoint"),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key"),
     concurrency: int = typer.Option(4, help="Items in flight at once"),
     max_repairs: int = typer.Option(2, help="Repair rounds per item (K), for the plan and for the rewrite"),
     max_paths: int = typer.Option(8, help="Most paths the plan may put in one block"),
-    timeout: float = typer.Option(600.0, help="Seconds per HTTP request"),
+    timeout: float = typer.Option(600.0, help="Seconds per HTTP request, whole (first byte, gaps and total)"),
+    connect_timeout: float = typer.Option(10.0, help="Seconds to connect (at most --timeout)"),
     retries: int = typer.Option(4, help="Retries per request on 429, 5xx, timeouts and malformed responses"),
     backoff: float = typer.Option(1.0, help="First retry delay in seconds; doubles each retry, jittered"),
     temperature: float = typer.Option(0.0, help="Sampling temperature of the curating model"),
@@ -29,14 +32,15 @@ def curate(
     trace_column: str = typer.Option(None, help="Trace column (default: s1K-1.1 deepseek_thinking_trajectory, "
                                                 "thinking_trajectories, trace, ...)"),
     answer_column: str = typer.Option(None, help="Answer column (default: deepseek_attempt, attempt, answer, ...)"),
-    id_column: str = typer.Option(None, help="Stable id column (default: a hash of question and trace)"),
+    id_column: str = typer.Option(None, help="Stable id column, unique per row (default: a hash of question and "
+                                             "trace)"),
     split: str = typer.Option(None, help="Split of a saved DatasetDict"),
-    limit: int = typer.Option(None, help="Only the first N items"),
+    limit: int = typer.Option(None, help="Only the first N items (N >= 1)"),
     system_prompt: Path = typer.Option(None, help="Replace the packaged system prompt (text file)"),
-    plan_prompt: Path = typer.Option(None, help="Replace the plan prompt (Jinja file)"),
-    rewrite_prompt: Path = typer.Option(None, help="Replace the rewrite prompt (Jinja file)"),
-    repair_prompt: Path = typer.Option(None, help="Replace the repair prompt (Jinja file)"),
-    plan_repair_prompt: Path = typer.Option(None, help="Replace the plan-repair prompt (Jinja file)"),
+    plan_prompt: Path = typer.Option(None, help="Replace the plan prompt (Jinja: question, trace, schema, max_paths)"),
+    rewrite_prompt: Path = typer.Option(None, help="Replace the rewrite prompt (Jinja: question, trace, plan)"),
+    repair_prompt: Path = typer.Option(None, help="Replace the repair prompt (Jinja: errors)"),
+    plan_repair_prompt: Path = typer.Option(None, help="Replace the plan-repair prompt (Jinja: errors)"),
     min_length_ratio: float = typer.Option(0.5, help="Rewrite/source length ratio lower bound"),
     max_length_ratio: float = typer.Option(2.0, help="Rewrite/source length ratio upper bound"),
     min_overlap: float = typer.Option(0.5, help="Share of the source's words the rewrite must keep"),
@@ -45,23 +49,37 @@ def curate(
     seed: int = typer.Option(0, help="Seed for --mix and the local model's sampling"),
     sft_system: str = typer.Option(None, help="System message to put in every SFT prompt"),
     checkpoint: Path = typer.Option(None, help=f"Checkpoint JSONL (default OUTPUT/{CHECKPOINT_NAME})"),
-    retry_failed: bool = typer.Option(False, help="Run failed items of the checkpoint again"),
+    retry_failed: bool = typer.Option(False, help="Run failed items of the checkpoint again (transient failures "
+                                                  "such as timeouts always run again)"),
+    skip_bad_lines: bool = typer.Option(False, help="Leave corrupt checkpoint lines in place and run their items "
+                                                    "again, instead of stopping"),
     progress: bool = typer.Option(True, help="Show a progress bar"),
 ):
     """Convert sequential reasoning traces into Multiverse SFT data with an LLM: plan, rewrite, validate,
-    repair, keep the source. Resumable: rerun the same command to continue."""
+    repair, keep the source. Resumable: rerun the same command to continue.
+
+    The server is checked first (GET /models). Per item: the plan prompt asks for JSON (the Plan schema),
+    the rewrite prompt for the trace in the format, the repair prompts send the validator's errors back.
+    Items whose plan has no parallel block are kept as sequential examples. The protocol (prompt names,
+    their variables, the plan schema, the record format) is in multiverse/curation/README.md.
+    """
     from .backends import FatalBackendError
+    from .checkpoint import CheckpointInUse, lock_or_fail
+    from .dataset_build import check_mix
     from .inputs import load_items
     from .pipeline import CurateConfig
     from .prompts import Prompts
+    from .redaction import Redactor
     from .runner import print_report, run_curation
     from .source_checks import SourceBounds
 
+    redactor = Redactor.for_endpoint(endpoint, os.environ.get(api_key_env))
     if (endpoint is None) == (local_model is None):
         raise typer.BadParameter("give either --endpoint (with --model) or --local-model")
     if endpoint is not None and not model:
         raise typer.BadParameter("--endpoint needs --model")
     try:
+        check_mix(mix)  # before any LLM call, not after all of them
         prompts = Prompts({"system": system_prompt, "plan": plan_prompt, "rewrite": rewrite_prompt,
                            "repair": repair_prompt, "plan_repair": plan_repair_prompt})
         config = CurateConfig(prompts=prompts, max_repairs=max_repairs, max_paths=max_paths,
@@ -69,48 +87,67 @@ def curate(
                               response_format=response_format, drop_dependent=drop_dependent)
         items = load_items(input, question_column=question_column, trace_column=trace_column,
                            answer_column=answer_column, id_column=id_column, split=split, limit=limit)
-        backend = _backend(endpoint, model, local_model, api_key_env, timeout, retries, backoff, temperature,
-                           max_tokens, seed)
     except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from None
+        raise typer.BadParameter(redactor.text(err)) from None
     output.mkdir(parents=True, exist_ok=True)
     checkpoint = checkpoint or output / CHECKPOINT_NAME
     try:
-        report = run_curation(items, backend, config, checkpoint, concurrency=concurrency,
-                              retry_failed=retry_failed, progress=progress)
-    except FatalBackendError as err:
-        typer.echo(f"error: {err}\nnothing was recorded for the unfinished items; rerun to continue", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    report.update(input=str(input), prompts_fingerprint=prompts.fingerprint(), max_repairs=max_repairs)
-    (output / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print_report(report)
-    _build(output, checkpoint, report, config, mix, seed, sft_system, str(input), prompts)
+        lock = lock_or_fail(output / LOCK_NAME, f"output folder {output}")
+    except CheckpointInUse as err:
+        _fail(str(err))
+    try:
+        try:
+            backend = _backend(endpoint, model, local_model, api_key_env, timeout, connect_timeout, retries,
+                               backoff, temperature, max_tokens, seed)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise typer.BadParameter(redactor.text(err)) from None
+        try:
+            report = run_curation(items, backend, config, checkpoint, concurrency=concurrency,
+                                  retry_failed=retry_failed, progress=progress, skip_bad_lines=skip_bad_lines)
+        except FatalBackendError as err:
+            _fail(f"{redactor.text(err)}\nnothing was recorded for the unfinished items; rerun to continue")
+        except (CheckpointInUse, ValueError) as err:  # a corrupt or foreign checkpoint: say where, never a trace
+            _fail(redactor.text(err))
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        report.update(input=str(input), prompts_fingerprint=prompts.fingerprint(), max_repairs=max_repairs)
+        report = redactor.data(report)
+        (output / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print_report(report)
+        _build(output, checkpoint, report, config, mix, seed, sft_system, str(input), prompts)
+    finally:
+        lock.release()
 
 
-def _backend(endpoint, model, local_model, api_key_env, timeout, retries, backoff, temperature, max_tokens, seed):
+def _fail(message: str):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _backend(endpoint, model, local_model, api_key_env, timeout, connect_timeout, retries, backoff, temperature,
+             max_tokens, seed):
     from .backends import OpenAIBackend, TransformersBackend
 
     if local_model is not None:
         return TransformersBackend(local_model, max_new_tokens=max_tokens or 4096, temperature=temperature,
                                    seed=seed)
-    return OpenAIBackend(endpoint, model, api_key_env=api_key_env, timeout=timeout, retries=retries,
-                         backoff=backoff, max_backoff=max(backoff, 60.0), temperature=temperature,
+    return OpenAIBackend(endpoint, model, api_key_env=api_key_env, timeout=timeout, connect_timeout=connect_timeout,
+                         retries=retries, backoff=backoff, max_backoff=max(backoff, 60.0), temperature=temperature,
                          max_tokens=max_tokens)
 
 
 def _build(output: Path, checkpoint: Path, report: dict, config, mix, seed, sft_system, source, prompts):
+    """The dataset and its card. ``report`` is redacted already: the card shows nothing it does not."""
     import datasets
 
     from .card import dataset_card
     from .checkpoint import Checkpoint
-    from .dataset_build import build_dataset
+    from .dataset_build import KEPT, build_dataset
 
-    with Checkpoint(checkpoint) as ckpt:
+    with Checkpoint(checkpoint, skip_bad_lines=True) as ckpt:  # the run just read it: nothing new to report
         records = list(ckpt.records.values())
-    if not any(r["outcome"] == "ok" for r in records):
-        typer.echo("no ok examples yet: no dataset written", err=True)
+    if not any(r["outcome"] in KEPT for r in records):
+        typer.echo("no finished examples yet: no dataset written", err=True)
         raise typer.Exit(1)
     datasets.disable_progress_bars()  # one line per split saved says nothing the summary does not
     dataset = build_dataset(records, mix=mix, seed=seed, system=sft_system)
@@ -134,6 +171,7 @@ def toy_data(
     """Write the built-in toy task: sequential and Multiverse traces, held-out problems, and an SFT dataset."""
     import datasets
 
+    from ..jsonl import write_jsonl
     from .dataset_build import build_dataset
     from .toy_task import as_records, make_examples, make_test_problems
 
@@ -145,9 +183,7 @@ def toy_data(
     output.mkdir(parents=True, exist_ok=True)
     datasets.disable_progress_bars()
     for name, rows in (("train", train_rows), ("test", test_rows)):
-        with (output / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_jsonl(output / f"{name}.jsonl", rows)
     build_dataset(as_records(train_rows), seed=seed).save_to_disk(str(output / "sft"))
     typer.echo(f"wrote {output}: train {len(train_rows)}, test {len(test_rows)}, sft/ dataset; "
                f"{_tokens_per_step(train_rows[:500]):.2f} completion tokens per decode step")
@@ -172,29 +208,37 @@ def validate(
                                        help="JSONL of traces, or text files of model output"),
     column: str = typer.Option("multiverse_trace", help="Trace column of JSONL files"),
 ):
-    """Check traces with the strict validator. Says which rule each invalid trace or block breaks, and where."""
+    """Check traces with the strict validator. Says which rule each invalid trace or block breaks, and where,
+    then one summary line; exits 1 when anything is invalid."""
+    from ..jsonl import JsonlError, iter_jsonl
     from ..transcripts import read_transcript
     from .validate import check_blocks, validate_trace
 
-    bad = 0
+    traces = invalid = blocks = broken = 0
     for path in files:
         if path.suffix == ".jsonl":
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                trace = json.loads(line).get(column)
+            try:
+                rows = list(iter_jsonl(path))
+            except JsonlError as err:
+                raise typer.BadParameter(str(err)) from None
+            for n, row in rows:
+                trace = row.get(column)
                 if not isinstance(trace, str):
                     raise typer.BadParameter(f"{path}:{n} has no text column {column!r}")
-                for v in validate_trace(trace):
-                    bad += 1
+                violations = validate_trace(trace)
+                traces, invalid = traces + 1, invalid + bool(violations)
+                for v in violations:
                     typer.echo(f"{path}:{n}: {v}")
             continue
         for row in check_blocks(read_transcript(path).completion):
             verdict = "ok" if row["rule"] is None else f"{row['rule']} at char {row['index']}"
-            bad += row["rule"] is not None
+            blocks, broken = blocks + 1, broken + (row["rule"] is not None)
             typer.echo(f"{path}: block at char {row['start']} (depth {row['depth']}, "
                        f"{'complete' if row['complete'] else 'incomplete'}): {verdict}")
-    raise typer.Exit(1 if bad else 0)
+    parts = [f"{traces} JSONL traces, {invalid} invalid"] if traces or not blocks else []
+    parts += [f"{blocks} blocks of model output, {broken} broken"] if blocks else []
+    typer.echo(("invalid: " if invalid or broken else "ok: ") + "; ".join(parts) + f" ({len(files)} files)")
+    raise typer.Exit(1 if invalid or broken else 0)
 
 
 def register(app):

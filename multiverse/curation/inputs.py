@@ -6,9 +6,11 @@ question/trace/answer files such as ``multiverse toy-data`` writes.
 """
 
 import hashlib
-import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..jsonl import read_jsonl
 
 DEFAULT_COLUMNS = {
     "question": ("question", "problem", "prompt"),
@@ -44,18 +46,7 @@ def _rows(path: Path, split: str | None):
         return list(data), list(data.column_names)
     if not path.is_file():
         raise FileNotFoundError(f"INPUT {path}: no such file or folder (JSONL or a saved datasets folder)")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not a JSON object ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    rows = read_jsonl(path)
     return rows, sorted({k for r in rows for k in r})
 
 
@@ -81,8 +72,10 @@ def _text(value, role: str, where: str) -> str:
 
 def load_items(path, *, question_column=None, trace_column=None, answer_column=None, id_column=None,
                split=None, limit=None) -> list[Item]:
-    """Items in input order. The id is ``id_column`` when given, else a hash of question and trace, so a
-    rerun over a reordered or grown input still recognizes finished items."""
+    """Items in input order. The id is ``id_column`` when given (its values must be unique), else a hash of
+    question and trace, so a rerun over a reordered or grown input still recognizes finished items."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit}: must be at least 1 (leave it out for every item)")
     path = Path(path)
     rows, columns = _rows(path, split)
     q = _pick("question", question_column, columns, path)
@@ -91,14 +84,22 @@ def load_items(path, *, question_column=None, trace_column=None, answer_column=N
     if id_column is not None and id_column not in columns:
         raise ValueError(f"--id-column {id_column!r} is not a column of {path}; columns: {columns}")
     items = []
-    for i, row in enumerate(rows[:limit] if limit else rows):
+    for i, row in enumerate(rows[:limit]):
         where = f"{path} row {i}"
         question, trace = _text(row.get(q), "question", where), _text(row.get(t), "trace", where)
         answer = row.get(a)
         answer = "" if answer is None else _text(answer, "answer", where)
         if id_column is not None:
+            if row.get(id_column) is None:
+                raise ValueError(f"{where}: no value in --id-column {id_column!r}")
             item_id = str(row[id_column])
         else:
             item_id = hashlib.sha1(f"{question}\0{trace}".encode()).hexdigest()[:16]
         items.append(Item(item_id, i, question, trace, answer))
+    if id_column is not None:
+        repeated = {k: n for k, n in Counter(item.id for item in items).items() if n > 1}
+        if repeated:
+            shown = ", ".join(f"{k!r} x{n}" for k, n in list(repeated.items())[:10])
+            raise ValueError(f"--id-column {id_column!r} of {path} repeats {len(repeated)} values ({shown}"
+                             f"{', ...' if len(repeated) > 10 else ''}); ids must be unique")
     return items

@@ -1,8 +1,12 @@
 """A real HTTP server on 127.0.0.1 that speaks OpenAI chat completions with scripted answers.
 
 Tests use it to exercise the OpenAI backend through its real client (timeouts, status codes, garbage
-bodies), and ``toy_oracle`` turns it into an offline stand-in for a curating LLM on the toy task, to
-measure what a pipeline run costs. Usage numbers are what the script says, else characters / 4.
+bodies, a response that drips one byte at a time), and ``toy_oracle`` turns it into an offline stand-in
+for a curating LLM on the toy task, to measure what a pipeline run costs. Usage numbers are what the
+script says, else characters / 4. ``GET /v1/models`` lists ``models``.
+
+Only complete requests are logged and answered: a client killed while sending one (a killed curate run)
+leaves a short body, which is no request at all.
 """
 
 import json
@@ -21,6 +25,7 @@ class Reply:
     status: int = 200
     body: bytes | None = None  # raw response body, for garbage
     delay: float = 0.0  # seconds to wait before answering, for timeouts
+    drip: float = 0.0  # send the whole response one byte at a time, this many seconds apart
     headers: dict = field(default_factory=dict)
     usage: tuple | None = None  # (prompt_tokens, completion_tokens)
 
@@ -33,35 +38,58 @@ def task_of(request: dict) -> str:
 
 
 class ChatServer:
-    """``script(request_json) -> Reply``; every request is logged in ``requests`` (thread-safe)."""
+    """``script(request_json) -> Reply``; every complete chat request is logged in ``requests`` (thread-safe)."""
 
-    def __init__(self, script):
-        self.script, self.requests, self._lock = script, [], threading.Lock()
+    def __init__(self, script, models=()):
+        self.script, self.models, self.requests, self._lock = script, list(models), [], threading.Lock()
+        self.paths = []  # the path (with its query string) of every logged request
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out separately: no 40 ms delayed-ACK stall
 
+            def do_GET(self):
+                if not self.path.rstrip("/").endswith("/models"):
+                    return self._send(Reply("no such route", status=404), {})
+                data = [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in server.models]
+                self._send(Reply(body=json.dumps({"object": "list", "data": data}).encode()), {})
+
             def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                request = json.loads(self.rfile.read(length) or b"{}")
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:  # the client died mid-request: nothing to log or answer
+                    self.close_connection = True
+                    return
+                try:
+                    request = json.loads(raw)
+                    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+                        raise ValueError("the body has no 'messages' list")
+                except ValueError as err:
+                    return self._send(Reply(f"bad request: {err}", status=400), {})
                 with server._lock:
                     server.requests.append(request)
-                reply = server.script(request)
+                    server.paths.append(self.path)
+                self._send(server.script(request), request)
+
+            def _send(self, reply: Reply, request: dict):
                 if reply.delay:
                     time.sleep(reply.delay)
                 body = reply.body if reply.body is not None else json.dumps(_completion(request, reply)).encode()
+                head = [f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}",
+                        f"Content-Type: {'application/json' if reply.body is None else 'text/html'}",
+                        f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in reply.headers.items()]
+                raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
                 try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json" if reply.body is None else "text/html")
-                    self.send_header("Content-Length", str(len(body)))
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(body)
+                    if not reply.drip:
+                        self.wfile.write(raw)
+                        return
+                    for k in range(len(raw)):  # a byte at a time: no gap ever reaches a read timeout
+                        self.wfile.write(raw[k:k + 1])
+                        self.wfile.flush()
+                        time.sleep(reply.drip)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test): nothing to answer
+                    self.close_connection = True  # the client gave up (a timeout test): nothing to answer
 
             def log_message(self, *args):
                 pass

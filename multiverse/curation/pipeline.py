@@ -1,8 +1,10 @@
 """The stages for one item: plan -> rewrite -> validate -> repair (at most K rounds) -> keep-the-source.
 
-``curate_item`` never raises for a bad answer or a backend failure: it returns a record whose
-``outcome`` is "ok" or "failed" with a ``reason`` such as ``plan:schema``, ``rewrite:stray-tag``,
-``source:answer-lost`` or ``backend:timeout``. Only ``FatalBackendError`` escapes, to stop the run.
+``curate_item`` never raises for a bad answer, a backend failure or any other error of one item: it
+returns a record whose ``outcome`` is "ok", "sequential" (the plan found nothing independent: the
+source is kept as a sequential example) or "failed" with a ``reason`` such as ``plan:schema``,
+``rewrite:stray-tag``, ``source:answer-lost``, ``backend:timeout`` or ``error:RecursionError``. Only
+``FatalBackendError`` escapes, to stop the run.
 """
 
 import json
@@ -10,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..modeling_multiverse.parser import parse
-from .backends import BackendError
+from ..modeling_multiverse.tags import TAG_PATTERN
+from .backends import BackendError, FatalBackendError
 from .independence import check_independence
 from .inputs import Item
 from .prompts import Prompts
@@ -80,7 +83,8 @@ def curate_item(item: Item, backend, config: CurateConfig) -> dict:
         plan = _plan(item, session, config, record)
         record["plan"] = plan.model_dump()
         if not plan.blocks:
-            raise _Failure("plan:no-parallel-steps", "the plan found no independent steps")
+            _keep_sequential(item, record)
+            return _finish(record, session, started)
         trace = _rewrite(item, plan, session, config, record)
         result = parse(trace)
         record.update(outcome="ok", multiverse_trace=trace, stats={
@@ -90,10 +94,29 @@ def curate_item(item: Item, backend, config: CurateConfig) -> dict:
             "ideal_parallelism_chars": round(result.ideal_parallelism, 4)})
     except _Failure as failure:
         record.update(reason=failure.reason, detail=failure.detail)
+    except FatalBackendError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever one item raises (a RecursionError on a deeply
+        # nested answer, a bug) is that item's failure: recorded, so the run goes on and a rerun skips it
+        record.update(outcome="failed", reason=f"error:{type(err).__name__}",
+                      detail=" ".join(str(err).split())[:300])
+    return _finish(record, session, started)
+
+
+def _finish(record: dict, session: "_Session", started: float) -> dict:
     record.update(calls=session.calls, tokens={"prompt": session.prompt_tokens,
                                                "completion": session.completion_tokens},
                   seconds=round(time.monotonic() - started, 3))
     return record
+
+
+def _keep_sequential(item: Item, record: dict):
+    """Nothing to parallelize: the source itself is the example (as in the paper's mixed data)."""
+    tag = TAG_PATTERN.search(item.trace)
+    if tag:
+        raise _Failure("source:tag-in-trace", f"the source trace contains the tag {tag.group()} at char "
+                                              f"{tag.start()}, so it cannot be a sequential example")
+    record.update(outcome="sequential", detail="the plan found no independent steps: kept as a sequential example")
 
 
 def _plan(item: Item, session: _Session, config: CurateConfig, record: dict):

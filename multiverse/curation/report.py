@@ -1,8 +1,14 @@
-"""The report over a checkpoint: outcomes, failure reasons, tokens, repairs, checks, independence flags."""
+"""The report over a checkpoint: outcomes, failure reasons, tokens, repairs, checks, independence flags.
+
+``outcomes`` counts "ok" (Multiverse examples), "sequential" (kept as they were: nothing to parallelize)
+and "failed"; ``transient_failures`` counts the failures a rerun tries again (timeouts, 429, 5xx).
+"""
 
 from collections import Counter
 
 import numpy as np
+
+from .checkpoint import transient_failure
 
 
 def _spread(values) -> dict | None:
@@ -24,7 +30,8 @@ def summarize(records, wall_seconds: float | None = None) -> dict:
     report = {
         "items": len(records),
         "outcomes": dict(Counter(r["outcome"] for r in records)),
-        "failure_reasons": dict(Counter(r["reason"] for r in records if r["outcome"] != "ok").most_common()),
+        "failure_reasons": dict(Counter(r["reason"] for r in records if r["outcome"] == "failed").most_common()),
+        "transient_failures": sum(1 for r in records if transient_failure(r)),
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion,
                    "per_ok_item": round((prompt + completion) / len(ok), 1) if ok else None},
         "calls": sum(r["calls"] for r in records),

@@ -84,6 +84,8 @@ def parse_plan(text: str) -> Plan:
         data, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as err:
         raise PlanError("invalid-json", f"the JSON object starting at char {start} does not parse: {err}") from None
+    except RecursionError:
+        raise PlanError("invalid-json", f"the JSON object starting at char {start} is nested too deeply") from None
     try:
         return Plan.model_validate(data)
     except ValidationError as err:

@@ -2,7 +2,8 @@
 
 The strict parser (``modeling_multiverse.parser``) is the grammar; this module only adds what training
 data needs on top of it: at least one block, explicit ``i:`` labels numbered the way the engine seeds
-paths, and no ``<Think>`` inside the trace (the dataset builder wraps it).
+paths, paths and conclusions that say something (an empty block put in front of the untouched source is
+no parallel reasoning), and no ``<Think>`` inside the trace (the dataset builder wraps it).
 """
 
 import re
@@ -80,7 +81,7 @@ def validate_trace(trace: str) -> list[Violation]:
         return [violation(trace, err.rule, err.index, str(err).split(": ", 1)[1])]
     if not result.all_blocks:
         return [violation(trace, "no-block", 0, "the trace has no <Parallel> block")]
-    return _label_violations(trace, result)
+    return _label_violations(trace, result) or _empty_parts(trace, result)
 
 
 def _label_violations(trace: str, result) -> list[Violation]:
@@ -104,6 +105,24 @@ def _label_violations(trace: str, result) -> list[Violation]:
             if m is None:
                 out.append(violation(trace, "path-label", max(path.tag_end, path.start),
                                      f"path {k + 1} must start with its outline's label '{path.label}:'"))
+    return out
+
+
+def _empty_parts(trace: str, result) -> list[Violation]:
+    """Paths with nothing after their label, and empty conclusions: the parallel work must be real."""
+    out = []
+    for block in result.all_blocks:
+        for k, path in enumerate(block.paths):
+            m = LABEL_PATTERN.match(trace, path.tag_end)
+            body = trace[m.end() if m else path.tag_end:path.end].replace("</Path>", "")
+            if not body.strip():
+                out.append(violation(trace, "empty-path", path.tag_end,
+                                     f"path {k + 1} has no content after its label; each path must do its step"))
+        if block.conclusion is not None:
+            start, end = block.conclusion
+            if not trace[start:end].replace("<Conclusion>", "").replace("</Conclusion>", "").strip():
+                out.append(violation(trace, "empty-conclusion", start,
+                                     "the conclusion is empty; it must combine the paths' results"))
     return out
 
 
