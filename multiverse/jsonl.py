@@ -38,11 +38,11 @@ class JsonlError(ValueError):
 
 def _parse(raw: bytes):
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.rstrip(b"\r\n").decode("utf-8"))
     except UnicodeDecodeError as err:
         return None, f"invalid UTF-8 at byte {err.start}"
     except json.JSONDecodeError as err:
-        return None, f"{err.msg} at column {err.colno}"
+        return None, f"{err.msg} at column {err.pos + 1}"
     except RecursionError:
         return None, "nested too deeply to read"
     if not isinstance(value, dict):
