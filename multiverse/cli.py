@@ -1,14 +1,46 @@
-"""The ``multiverse`` command. Each subpackage with a ``cli.py`` adds its own commands through ``register``."""
+"""The ``multiverse`` command. Each subpackage with a ``cli.py`` adds its own commands through ``register``.
+
+A user error (``USER_ERRORS``: a bad value, a missing file or folder, an unreachable Hub)
+escaping any command is printed as one line; ``multiverse --debug COMMAND ...`` shows the traceback instead.
+Other exceptions are bugs and keep their traceback.
+"""
 
 import importlib
 import json
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(help="Multiverse for Hugging Face: convert, inspect, train and generate.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
 SUBCOMMAND_PACKAGES = ("generation", "curation", "trl_recipes", "hub_cards", "evaluation", "quickstart")
+USER_ERRORS = (ValueError, OSError)  # OSError covers FileNotFoundError and the Hub's connection errors
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+class _Commands(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own (usage errors, exits): already one line
+        except USER_ERRORS as err:
+            if ctx.params.get("debug"):
+                raise
+            typer.echo(f"error: {one_line(err)} (multiverse --debug ... shows the traceback)", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=_Commands, help="Multiverse for Hugging Face: convert, inspect, train and generate.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error")):
+    """Multiverse for Hugging Face: convert, inspect, train and generate."""
 
 
 @app.command()
@@ -17,8 +49,9 @@ def convert(base: str = typer.Argument(..., help="Qwen2-family checkpoint: a loc
             dtype: str = typer.Option("auto", help="Weights dtype: auto, bfloat16, float16 or float32")):
     """Add the 12 tags, initialize their embeddings and write a Multiverse checkpoint with remote code."""
     from .conversion import convert as run_convert
+    from .hub_cards.loading import resolve_model_path
 
-    folder = run_convert(base, str(out), dtype=dtype)
+    folder = run_convert(resolve_model_path(base, "BASE"), str(out), dtype=dtype)
     typer.echo(f"wrote {folder}")
 
 
@@ -33,7 +66,9 @@ def stats(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, h
     if tokenizer:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        from .hub_cards.loading import resolve_model_path
+
+        tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer, "--tokenizer"))
     rows = []
     for path in files:
         row = file_stats(path, tok)

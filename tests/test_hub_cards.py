@@ -1,11 +1,14 @@
 """Model cards: rendered from the packaged template, metadata parsed back with ModelCard.load."""
 
+import ast
 import json
+import re
 
 import pytest
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 
 from multiverse.hub_cards.cards import dataset_card_of, eval_results_of, model_card, training_record
+from multiverse.hub_cards.export import usage_snippet
 from multiverse.model_shapes import shape_config
 
 from samples import RESULTS
@@ -83,3 +86,38 @@ def test_dataset_card_is_read_back_for_push(tmp_path):
                                      template_str="---\n{{ card_data }}\n---\n# d\n")
     card.save(tmp_path / "README.md")
     assert dataset_card_of(tmp_path).data.tags == ["multiverse"]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(info string, body) of each fenced code block, by CommonMark's rule: a fence closes only with a line of
+    at least as many backticks and nothing else."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        opening = re.match(r"^(`{3,})(\S*)\s*$", lines[i])
+        if opening is None:
+            i += 1
+            continue
+        fence, body, i = opening.group(1), [], i + 1
+        while i < len(lines) and not re.match(rf"^`{{{len(fence)},}}\s*$", lines[i]):
+            body.append(lines[i])
+            i += 1
+        blocks.append((opening.group(2), "\n".join(body)))
+        i += 1
+    return blocks
+
+
+def test_backticks_in_prompt_command_and_config_stay_inside_their_blocks(tmp_path):
+    prompt = "Fix this:\n```\nprint(1)\n```\nand ```` too"
+    command = "multiverse train --config cfg.yaml  # ```"
+    config = "note: |\n  ```\n  text\n  ```\n"
+    path = render(tmp_path, example_prompt=prompt, recipe=dict(command=command, config=config))
+    blocks = fenced_blocks(path.read_text())
+    python = [body for info, body in blocks if info == "python"]
+    assert len(python) == 1
+    tree = ast.parse(python[0])  # the whole usage snippet, still valid Python
+    messages = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and node.targets[0].id == "messages")
+    assert ast.literal_eval(messages)[0]["content"] == prompt
+    assert ("bash", command) in blocks and ("yaml", config.strip()) in blocks
+    snippet = usage_snippet(tmp_path)  # what export's fresh-process check runs
+    assert snippet.rstrip().endswith("parallelism {stats['parallelism']:.2f}\")") and prompt[:9] in snippet

@@ -1,8 +1,6 @@
-"""multiverse export / push: a Hub-ready folder that reloads offline in a fresh process; pushing offline fails fast."""
+"""multiverse export: a Hub-ready folder that reloads offline in a fresh process (push: test_hub_push.py)."""
 
 import json
-import socket
-import time
 
 import pytest
 from huggingface_hub import ModelCard
@@ -11,7 +9,6 @@ from typer.testing import CliRunner
 
 from multiverse.cli import app
 from multiverse.hub_cards.export import export_model, is_exported, reload_in_fresh_process
-from multiverse.hub_cards.push import HubUnreachable, check_hub
 from multiverse.tokenization import train_tokenizer
 from samples import NESTED, RESULTS
 
@@ -77,40 +74,3 @@ def test_export_names_a_model_without_tags(tmp_path):
     plain.save_pretrained(tmp_path / "qwen")
     with pytest.raises(ValueError, match="no single token for '<Think>'.*multiverse convert"):
         export_model(tmp_path / "qwen", tmp_path / "out", verify=False)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # free once closed: connecting to it is refused
-
-
-@pytest.mark.parametrize("env, reason", [
-    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE=1 is set"),
-    ({"HF_ENDPOINT": "http://127.0.0.1:{port}"}, "cannot connect to 127.0.0.1"),
-    ({"HF_ENDPOINT": "https://hub.invalid"}, "cannot resolve hub.invalid"),
-])
-def test_push_offline_fails_at_once_with_a_clear_message(source, monkeypatch, env, reason):
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in env.items():
-        monkeypatch.setenv(var, value.format(port=closed_port()))
-    start = time.perf_counter()
-    result = CliRunner().invoke(app, ["push", str(source), "someone/mv-tiny"])
-    elapsed = time.perf_counter() - start
-    assert result.exit_code == 2, result.output
-    assert "the Hub is unreachable" in result.output and reason in result.output
-    assert "Nothing was uploaded" in result.output
-    assert elapsed < 5, f"push took {elapsed:.1f} s to notice it is offline"
-
-
-def test_check_hub_accepts_a_listening_endpoint(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
-        assert check_hub(endpoint) == endpoint
-    with pytest.raises(HubUnreachable):
-        check_hub("not a url")

@@ -6,6 +6,7 @@ their card from ``multiverse.curation.card.dataset_card``; ``dataset_card_of`` r
 """
 
 import json
+import re
 import shlex
 from importlib import resources
 from pathlib import Path
@@ -24,16 +25,25 @@ RECIPE_TEXT = (
 )
 
 
+def _fence(*texts) -> str:
+    """A code fence longer than any run of backticks in ``texts``: none of them can close it (CommonMark)."""
+    longest = max((len(run) for text in texts if text for run in re.findall(r"`+", str(text))), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def check_hub_id(repo_id: str, name: str = "repo_id", hint: str = "") -> str:
+    """``repo_id`` if huggingface_hub's ``validate_repo_id`` accepts it, else a ValueError naming ``name``."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ValueError(f"{name}={repo_id!r} is not a Hub id (namespace/name){hint}") from None
+    return repo_id
+
+
 def _hub_ids(value, name: str) -> list[str]:
     ids = [value] if isinstance(value, str) else list(value or [])
-    for repo_id in ids:
-        try:
-            validate_repo_id(repo_id)
-        except HFValidationError:
-            # Card metadata only takes Hub ids: a local path would make a broken link on the Hub.
-            raise ValueError(f"{name}={repo_id!r} is not a Hub id (namespace/name); leave local paths out of "
-                             "the card metadata") from None
-    return ids
+    # Card metadata only takes Hub ids: a local path would make a broken link on the Hub.
+    return [check_hub_id(repo_id, name, "; leave local paths out of the card metadata") for repo_id in ids]
 
 
 def training_record(folder: str | Path) -> list[tuple[str, str]]:
@@ -111,14 +121,18 @@ def model_card(*, model_name: str, repo_id: str | None = None, base_model: str |
         benchmark_text = (f"Exact answers graded with [math-verify](https://github.com/huggingface/Math-Verify) "
                           f"on `{eval_results['benchmark']}` ({n} problems), greedy decoding.")
     template = resources.files(__package__).joinpath("templates", "model_card.md").read_text(encoding="utf-8")
+    model_id = repo_id or model_name
+    eval_command = _eval_command(eval_results, model_id) if eval_results else ""
+    recipe_config = (recipe.get("config") or "").strip() or None
     return ModelCard.from_template(
-        data, template_str=template, model_name=model_name, repo_id=repo_id or model_name,
+        data, template_str=template, model_name=model_name, repo_id=model_id,
+        usage_fence=_fence(example_prompt, model_id), command_fence=_fence(recipe.get("command")),
+        config_fence=_fence(recipe_config), eval_fence=_fence(eval_command),
         base_model=base_ids[0] if base_ids else None, datasets=data.datasets or [], architecture=architecture,
         example_prompt=example_prompt, max_new_tokens=max_new_tokens,
         recipe_text=recipe.get("text", RECIPE_TEXT), recipe_command=recipe.get("command"),
-        recipe_config=(recipe.get("config") or "").strip() or None, training=training or [],
-        eval_rows=rows, eval_benchmark_text=benchmark_text,
-        eval_command=_eval_command(eval_results, repo_id or model_name) if eval_results else "")
+        recipe_config=recipe_config, training=training or [],
+        eval_rows=rows, eval_benchmark_text=benchmark_text, eval_command=eval_command)
 
 
 def dataset_card_of(folder: str | Path) -> DatasetCard:

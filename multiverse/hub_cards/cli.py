@@ -20,13 +20,15 @@ def _card_fields(repo_id, base_model, dataset, license, tag, eval_results, recip
     return {k: v for k, v in fields.items() if v not in (None, (), [])}
 
 
+# Kept for the commands that still print their own errors (multiverse.cli now does it for every command).
+USER_ERRORS = (ValueError, OSError)  # OSError: a missing folder, file or Hub id
+
+
 def _fail(err: Exception):
-    # A wrong argument or file is the user's to fix: say what is wrong, without a traceback.
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(1) from None
 
 
-USER_ERRORS = (ValueError, OSError)  # OSError: a missing folder, file or Hub id
 REPO_HELP = "Hub id the card's usage snippet loads (namespace/name)"
 EVAL_HELP = "results.json (or its folder) from `multiverse eval`, for the card's evaluation table"
 
@@ -48,12 +50,10 @@ def export(model: str = typer.Argument(..., help="Multiverse model folder or Hub
     """Write a Hub-ready folder: weights, tokenizer, generation config, remote code and model card."""
     from .export import export_model, reload_in_fresh_process
 
-    try:
-        fields = _card_fields(repo_id, base_model, dataset, license, tag, eval_results, recipe_config,
-                              recipe_command, example_prompt)
-        folder = export_model(model, out, dtype=dtype, overwrite=overwrite, verify=False, **fields)
-    except USER_ERRORS as err:
-        _fail(err)
+    # A wrong argument or file is a user error: multiverse.cli prints it as one line (the traceback with --debug).
+    fields = _card_fields(repo_id, base_model, dataset, license, tag, eval_results, recipe_config, recipe_command,
+                          example_prompt)
+    folder = export_model(model, out, dtype=dtype, overwrite=overwrite, verify=False, **fields)
     typer.echo(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
     if verify:
         result = reload_in_fresh_process(folder)
@@ -65,29 +65,42 @@ def export(model: str = typer.Argument(..., help="Multiverse model folder or Hub
 def push(model: str = typer.Argument(..., help="An exported folder, a model folder/Hub id, or a dataset folder"),
          repo_id: str = typer.Argument(..., help="Target Hub repository (namespace/name)"),
          private: bool = typer.Option(None, "--private/--public", help="Visibility of a new repository"),
-         token: str = typer.Option(None, envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN or the cached login)"),
+         token: str = typer.Option(None, help="Hub token (default: huggingface_hub's own: HF_TOKEN or the login)",
+                                   show_default=False),
+         include: list[str] = typer.Option(None, help="Also upload these files of MODEL (glob, repeatable); "
+                                                      "weights, configs, tokenizer, code and card always go"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact files to upload; no network"),
          base_model: str = typer.Option(None), dataset: list[str] = typer.Option(None),
          license: str = typer.Option(None), tag: list[str] = typer.Option(None),
          eval_results: Path = typer.Option(None, exists=True, help=EVAL_HELP),
          recipe_config: Path = typer.Option(None, exists=True, dir_okay=False),
          recipe_command: str = typer.Option(None), example_prompt: str = typer.Option(None),
          verify: bool = typer.Option(True, help="Verify the export before uploading it")):
-    """Push to the Hub with the model card (exporting first unless MODEL already is an export)."""
+    """Push to the Hub with the model card (exporting first unless MODEL already is an export).
+
+    Only an allow-list goes up: weights, config, generation config, tokenizer, remote code, card and the
+    --include files. A training output folder (optimizer state, training_args.bin, checkpoint-*) is refused:
+    run `multiverse export` on it first.
+    """
     from .push import HubUnreachable
     from .push import push as run_push
 
+    fields = _card_fields(None, base_model, dataset, license, tag, eval_results, recipe_config, recipe_command,
+                          example_prompt)
     try:
-        fields = _card_fields(None, base_model, dataset, license, tag, eval_results, recipe_config, recipe_command,
-                              example_prompt)
-        url = run_push(model, repo_id, private=private, token=token, verify=verify, **fields)
-    except USER_ERRORS as err:
-        _fail(err)
+        result = run_push(model, repo_id, private=private, token=token, include=include or (), dry_run=dry_run,
+                          verify=verify, **fields)
     except HubUnreachable as err:
         typer.echo(f"error: cannot push {model} to {repo_id}: the Hub is unreachable: {err}. Nothing was "
                    f"uploaded; export with `multiverse export` now and push later from a connected machine.",
                    err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"pushed {model} to {repo_id}: {url}")
+    if dry_run:
+        typer.echo(f"dry run: pushing {model} to {repo_id} would upload {len(result)} files:")
+        for name in result:
+            typer.echo(f"  {name}")
+        return
+    typer.echo(f"pushed {model} to {repo_id}: {result}")
 
 
 def register(app: typer.Typer):

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cards import model_card, training_record
+from .cards import check_hub_id, model_card, training_record
 
 # Run in a fresh interpreter, from inside the folder, with only what the folder itself provides: the card's
 # claim is that torch + transformers + trust_remote_code suffice. So it runs the card's own usage snippet,
@@ -34,7 +34,8 @@ print(json.dumps({"module": type(model).__module__, "imported_package": "multive
                   "completion": tokenizer.decode(out.sequences[0, input_ids.shape[1]:]),
                   "stats": {k: v for k, v in stats.items() if k != "tree"}}))
 """
-SNIPPET = re.compile(r"```python\n(.*?)```", re.S)
+# The fence is as long as the card needed (an example prompt may hold backticks); the same length closes it.
+SNIPPET = re.compile(r"^(`{3,})python\n(.*?)^\1[ \t]*$", re.S | re.M)
 
 
 def usage_snippet(folder: str | Path, max_new_tokens: int = 12) -> str:
@@ -43,7 +44,7 @@ def usage_snippet(folder: str | Path, max_new_tokens: int = 12) -> str:
     match = SNIPPET.search((folder / "README.md").read_text(encoding="utf-8"))
     if match is None:
         raise ValueError(f"{folder}/README.md has no ```python usage block to check")
-    code = re.sub(r'^model_id = .*$', f"model_id = {json.dumps(str(folder))}", match.group(1), count=1, flags=re.M)
+    code = re.sub(r'^model_id = .*$', f"model_id = {json.dumps(str(folder))}", match.group(2), count=1, flags=re.M)
     return re.sub(r"max_new_tokens=\d+", f"max_new_tokens={max_new_tokens}", code)
 
 
@@ -82,6 +83,8 @@ def export_model(model: str | Path, out: str | Path, *, repo_id: str | None = No
     ``license`` defaults to the one in the source folder's card, if it has one.
     """
     out = Path(out)
+    if repo_id is not None:
+        check_hub_id(repo_id, "repo_id")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; choose a new folder or pass overwrite=True (--overwrite)")
     if loaded is None:
@@ -97,7 +100,9 @@ def export_model(model: str | Path, out: str | Path, *, repo_id: str | None = No
         license = ModelCard.load(source / "README.md").data.license
     # The card first: a bad card field must fail before any weights are written.
     name = repo_id.split("/")[-1] if repo_id else out.resolve().name
-    card = model_card(model_name=name, repo_id=repo_id, base_model=base_model, datasets=datasets,
+    # Without a Hub id the snippet loads the folder by its absolute path: a basename would load from neither
+    # the Hub nor (outside the parent folder) the disk.
+    card = model_card(model_name=name, repo_id=repo_id or str(out.resolve()), base_model=base_model, datasets=datasets,
                       license=license, tags=tags, config=lm.config, num_parameters=lm.num_parameters(),
                       eval_results=eval_results, recipe=recipe,
                       training=training_record(source) if source.is_dir() else [],

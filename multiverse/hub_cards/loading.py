@@ -1,6 +1,36 @@
 """Load any checkpoint that can generate in parallel: a Multiverse folder, or a Qwen2 one that has the tags."""
 
+import os
 from pathlib import Path
+
+
+def resolve_model_path(name: str | os.PathLike, what: str = "model") -> str:
+    """``name`` as ``from_pretrained`` should get it: an existing folder (``~`` expanded), or a Hub id.
+
+    The one place that tells a local folder from a Hub id, so a mistyped path never becomes a Hub lookup
+    (seconds of retries, then a long traceback). Raises ``FileNotFoundError`` ("no such folder") without any
+    network call for a name that cannot be a Hub id (it starts with ``.``, ``/`` or ``~``, has more than one
+    ``/``, a space or a backslash...) and is not a folder; and for a Hub id that has no cached copy while the
+    Hub is offline (``HF_HUB_OFFLINE``). ``what`` names the argument in the message (``"--model_name_or_path"``).
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    text = os.fspath(name)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise FileNotFoundError(f"{what} {text!r} is a file, not a model folder")
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise FileNotFoundError(f"{what}: no such folder: {text} (from {os.getcwd()})") from None
+    if constants.is_offline_mode() and not isinstance(try_to_load_from_cache(text, "config.json"), str):
+        raise FileNotFoundError(f"{what} {text!r} is not a local folder, and the Hub is offline (HF_HUB_OFFLINE) "
+                                "with no cached copy; pass a local model folder")
+    return text
 
 
 def load_multiverse(name: str | Path, dtype: str = "auto", device: str = "cpu"):
@@ -15,7 +45,7 @@ def load_multiverse(name: str | Path, dtype: str = "auto", device: str = "cpu"):
     from ..conversion import seed_token_ids
     from ..modeling_multiverse import MultiverseForCausalLM, tag_token_ids
 
-    name = str(name)
+    name = resolve_model_path(name)
     config = AutoConfig.from_pretrained(name, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(name)
     try:
