@@ -71,6 +71,7 @@ def test_interrupt_kill_and_resume(tmp_path):
         wait_for_lines(ckpt, len(first) + 4, lambda: proc.poll() is None)
         proc.kill()
         proc.wait(timeout=30)
+        server.settle()  # a request the killed run had sent is logged now, not during step 3
         second = lines(ckpt)
         assert len(second) >= len(first) + 4 and second[:len(first)] == first
         assert not questions(server.requests[asked_in_first:]) & {r["question"] for r in first}

@@ -43,11 +43,19 @@ class ChatServer:
     def __init__(self, script, models=()):
         self.script, self.models, self.requests, self._lock = script, list(models), [], threading.Lock()
         self.paths = []  # the path (with its query string) of every logged request
+        self._active, self._last = 0, time.monotonic()  # open connections, and when one last did anything
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out separately: no 40 ms delayed-ACK stall
+
+            def handle(self):
+                server._busy(+1)
+                try:
+                    super().handle()
+                finally:
+                    server._busy(-1)
 
             def do_GET(self):
                 if not self.path.rstrip("/").endswith("/models"):
@@ -97,6 +105,23 @@ class ChatServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _busy(self, change: int):
+        with self._lock:
+            self._active += change
+            self._last = time.monotonic()
+
+    def settle(self, quiet: float = 0.3, timeout: float = 30.0):
+        """Wait until no connection is open and none was for ``quiet`` seconds: a client killed after
+        sending a request may still have it read and logged a moment later."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._active and time.monotonic() - self._last >= quiet:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server still has {self._active} open connections after {timeout} s")
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:
