@@ -5,11 +5,13 @@ item: plan (JSON checked against ``schema.Plan``) -> rewrite -> strict validatio
 with the validator's errors -> keep-the-source checks, then builds a ``DatasetDict`` with a card.
 
 Modules, one concern each: ``inputs`` (reading and column mapping), ``prompts`` (packaged Jinja prompts),
-``backends`` (OpenAI-compatible HTTP, local transformers), ``schema`` (the plan), ``validate`` (strict
+``backends`` (OpenAI-compatible HTTP, local transformers), ``redaction`` (no credential printed or
+written), ``schema`` (the plan), ``validate`` (strict
 validator, canonical format, structure stripping), ``source_checks``, ``independence``, ``pipeline``
 (one item's stages), ``checkpoint``, ``runner`` (concurrency, progress, interrupts), ``report``,
 ``dataset_build``, ``card``, ``toy_task`` (the built-in offline task), ``mock_server`` (a scripted
-chat-completions server for tests and offline runs), ``cli``.
+chat-completions server for tests and offline runs), ``cli``. The protocol (prompts, their variables, the
+plan schema, the records) is in this folder's README.md.
 """
 
 import importlib
