@@ -19,6 +19,7 @@ import torch
 from transformers import AttentionInterface
 
 from .kv_cache import BranchKVCache, LayoutBuffers
+from .placement import kv_layers
 
 DECODE_ATTENTION = "multiverse_decode"
 
@@ -50,13 +51,13 @@ def held_static_step(model, batch: int, capacity: int, dtype, device, pad_id: in
     if held is not None:
         cache, layout, step = held
         if (cache.batch_index.shape[0] == batch and cache.keys[0].dtype == dtype and cache.capacity >= capacity
-                and cache.keys[0].device == torch.device(device) and step.capture == capture):
+                and cache.batch_index.device == torch.device(device) and step.capture == capture):
             layout.segments.zero_()
             layout.visibility.zero_()
             return held
     model._multiverse_static_decode = None  # free the old buffers before allocating new ones
     capacity = -(-capacity // 256) * 256
-    cache = BranchKVCache(model.config, batch, capacity, dtype, device)
+    cache = BranchKVCache(model.config, batch, capacity, dtype, device, layers=kv_layers(model, device))
     layout = LayoutBuffers(batch, capacity, device)
     layout.reserve(64)  # room for 128 streams per prompt before a reallocation forces a re-capture
     held = (cache, layout, StaticDecodeStep(model, cache, layout, pad_id, capture))
@@ -71,7 +72,7 @@ def _bucket(width: int) -> int:
 class StaticDecodeStep:
     def __init__(self, model, cache, layout, pad_id: int, capture: bool):
         self.model, self.cache, self.layout, self.pad_id, self.capture = model, cache, layout, pad_id, capture
-        device = cache.keys[0].device
+        device = cache.batch_index.device  # the inputs' device; layers may sit elsewhere (device_map)
         if capture and device.type != "cuda":
             raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         self.device, self.batch = device, cache.keys[0].shape[0]

@@ -17,6 +17,7 @@ import torch
 from .branches import Branch, PromptState, Seeds
 from .decode_graphs import held_static_step
 from .kv_cache import BranchKVCache, LayoutBuffers
+from .placement import agree_tokens, kv_layers, tensor_parallel_group
 from .layout import layout_from_parse, visibility_matrix
 from .parser import IncrementalParser, ParseResult, _id_items, default_label
 from .sampling import BranchSampler
@@ -53,10 +54,12 @@ class ParallelEngine:
                                                                          device, self.pad, self.cuda_graphs)
             capacity = self.cache.capacity
         else:
-            self.cache = BranchKVCache(self.model.config, batch, capacity, model_dtype, device)
+            self.cache = BranchKVCache(self.model.config, batch, capacity, model_dtype, device,
+                                       layers=kv_layers(self.model, device))
             self.layout = LayoutBuffers(batch, capacity, device)
             self.decode_step = None
         self.sampler = BranchSampler(self.gc, batch, self.model.config.vocab_size, device, self.seed)
+        self.tp_group = tensor_parallel_group(self.model)
         self.prompts, self.scripts = [], []
         positions = torch.zeros(batch, width, dtype=torch.long)
         for b in range(batch):
@@ -278,6 +281,7 @@ class ParallelEngine:
             rules = [self.processor.row_rules(br.stream) for br in sample]
             scores = self.processor.mask_scores(scores, rules)
             tokens = self.sampler(scores, [br.prompt for br in sample], [br.presence_row for br in sample])
+            tokens = agree_tokens(tokens, self.tp_group)  # tensor parallel: every rank emits rank 0's tokens
             self.sampler.observe([br.presence_row for br in sample], tokens)
             for br, token, rule in zip(sample, tokens.tolist(), rules):  # the one host sync of the step
                 emitted.append((br, token))

@@ -19,25 +19,34 @@ from .masks import dense_mask
 class BranchKVCache:
     SCRATCH = 0
 
-    def __init__(self, config, batch_size: int, capacity: int, dtype, device):
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        shape = (batch_size, config.num_key_value_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+    def __init__(self, config, batch_size: int, capacity: int, dtype, device, layers=None):
+        # ``layers``: (kv heads, head dim, device) per layer as the model holds them (placement.kv_layers): a
+        # tensor-parallel rank holds a share of the heads, and a device_map puts layers on several devices.
+        if layers is None:
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            layers = [(config.num_key_value_heads, head_dim, device)] * config.num_hidden_layers
+        self.keys = [torch.zeros(batch_size, h, capacity, d, dtype=dtype, device=dev) for h, d, dev in layers]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.layer_devices = [k.device for k in self.keys]  # the layer -> device table
         self.capacity = capacity
         self.batch_index = torch.arange(batch_size, device=device)[:, None]
+        self._batch_index = {dev: self.batch_index.to(dev) for dev in set(self.layer_devices)}
         self.write_slots = None  # [B, Q] slots of this step's query rows
+        self._write_slots = {}  # the same, on each layer device: moved once per step and device, not per layer
         self.kv_length = 0  # keys [0, kv_length) are read this step
 
     def prepare(self, write_slots: torch.Tensor, kv_length: int):
         if kv_length > self.capacity:
             raise RuntimeError(f"KV cache full: {kv_length} slots needed, {self.capacity} allocated")
         self.write_slots, self.kv_length = write_slots, kv_length
+        self._write_slots = {dev: write_slots.to(dev) for dev in self._batch_index}
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         # [B, H, Q, D] -> rows written at (b, :, write_slots[b, q])
-        self.keys[layer_idx][self.batch_index, :, self.write_slots] = key_states.transpose(1, 2)
-        self.values[layer_idx][self.batch_index, :, self.write_slots] = value_states.transpose(1, 2)
+        device = self.layer_devices[layer_idx]
+        batch_index, slots = self._batch_index[device], self._write_slots[device]
+        self.keys[layer_idx][batch_index, :, slots] = key_states.transpose(1, 2)
+        self.values[layer_idx][batch_index, :, slots] = value_states.transpose(1, 2)
         return self.keys[layer_idx][:, :, :self.kv_length], self.values[layer_idx][:, :, :self.kv_length]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

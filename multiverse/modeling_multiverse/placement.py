@@ -1,0 +1,70 @@
+"""Where the engine's per-layer state lives when the model is spread out by transformers' or accelerate's engines.
+
+- ``tp_plan="auto"`` (torch DTensor, under torchrun): each rank's attention holds a share of the heads, so the
+  KV cache is sized from the layer's own K projection, never from the config.
+- ``device_map`` (accelerate hooks): layers sit on different devices, so each layer's cache sits on its layer's
+  device, and the step sends the write slots once per device rather than once per layer.
+- Under tensor parallelism every rank runs the same engine on the same prompts; the ranks must emit the same
+  tokens, so the tokens sampled on the first rank of the TP group are the ones every rank emits.
+This folder is copied verbatim into every saved model as remote code: relative imports only.
+"""
+
+import torch
+
+
+def _local(weight):
+    # A DTensor shard's local part: what this rank really computes with.
+    return weight.to_local() if hasattr(weight, "to_local") else weight
+
+
+def _layer_device(layer, fallback):
+    # accelerate's hook names where an offloaded layer runs; otherwise its weights say where it is.
+    for module in (layer, layer.self_attn):
+        hook = getattr(module, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    device = _local(layer.self_attn.k_proj.weight).device
+    return torch.device(fallback) if device.type == "meta" else device
+
+
+def kv_layers(model, default_device) -> list[tuple[int, int, torch.device]] | None:
+    """(key/value heads, head dim, device) of every decoder layer, as this process holds it; None for a model
+    without Qwen2-style decoder layers (the tests' table mock), whose config then sizes the cache."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        return None
+    table = []
+    for layer in layers:
+        attn = layer.self_attn
+        head_dim = attn.head_dim
+        heads = _local(attn.k_proj.weight).shape[0] // head_dim
+        table.append((heads, head_dim, _layer_device(layer, default_device)))
+    return table
+
+
+def tensor_parallel_group(model):
+    """The process group over which ``tp_plan`` sharded the model (its DTensor weights' "tp" mesh), else None."""
+    for param in model.parameters():
+        mesh = getattr(param, "device_mesh", None)
+        if mesh is None:
+            continue
+        names = mesh.mesh_dim_names or ()
+        if "tp" in names:
+            mesh = mesh["tp"] if mesh.ndim > 1 else mesh
+        elif mesh.ndim != 1:
+            continue
+        return mesh.get_group() if mesh.size() > 1 else None
+    return None
+
+
+def agree_tokens(tokens: torch.Tensor, group) -> torch.Tensor:
+    """Every rank of ``group`` takes the tokens its first rank sampled. Logits agree only up to the order of the
+    all-reduce sums, and unseeded sampling draws from each rank's own generator: without this, ranks could fork
+    different trees and the next collective would mismatch or hang."""
+    if group is None:
+        return tokens
+    import torch.distributed as dist
+
+    dist.broadcast(tokens, src=dist.get_global_rank(group, 0), group=group)
+    return tokens
