@@ -217,11 +217,14 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        from ..hub_cards.loading import resolve_model_path
+
+        # A mistyped folder is reported as such, never looked up on the Hub; remote code never runs (or asks).
+        self.path = path = resolve_model_path(path, "--local-model")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         if self.tokenizer.chat_template is None:
             raise ValueError(f"--local-model {path}: the tokenizer has no chat template")
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
         self.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
         self._lock = threading.Lock()
