@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub import constants
 from safetensors.torch import load_file
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from trl import SFTConfig
@@ -47,7 +48,8 @@ def workdir(tmp_path_factory, tokenizer):
     (root / "tiny.yaml").write_text(
         f"model_name_or_path: {root / 'multiverse'}\nattn_implementation: sdpa\ndataset_name: {root / 'data.jsonl'}\n"
         f"output_dir: {root / 'run'}\nmax_steps: 2\nper_device_train_batch_size: 2\nmax_length: 512\nuse_cpu: true\n"
-        "bf16: false\nlearning_rate: 1.0e-3\nreport_to: none\nsave_strategy: 'no'\nlogging_steps: 1\nseed: 0\n")
+        "bf16: false\nlearning_rate: 1.0e-3\nreport_to: none\nsave_strategy: 'no'\nlogging_steps: 1\nseed: 0\n"
+        "activation_checkpointing: false\n")
     return root
 
 
@@ -96,7 +98,7 @@ def test_attention_mask_used_in_training_is_the_layout_mask(tokenizer, tmp_path,
         layer.self_attn.register_forward_pre_hook(lambda m, a, kw: seen.append(("mask", kw["attention_mask"])),
                                                   with_kwargs=True)
     args = SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, use_cpu=True, bf16=False,
-                     report_to=[], save_strategy="no", logging_steps=1, gradient_checkpointing=False)
+                     report_to=[], save_strategy="no", logging_steps=1, activation_checkpointing=False)
     collator = MultiverseDataCollator(model.config.multiverse_tag_ids, tokenizer.pad_token_id)
     trainer = MultiverseSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                    data_collator=collator, loss_impl=loss_impl)
@@ -164,6 +166,7 @@ def test_curriculum_converts_a_qwen2_checkpoint_and_trains_stages_in_order(workd
     (sft_multiverse, ["--curriculum", "0:1", "1:1", "--num_train_epochs", "2"], "num_train_epochs=2.0 with a curr"),
     (sft_multiverse, ["--loss_impl", "chunked", "--ce_chunk_tokens", "0"], "ce_chunk_tokens=0"),
     (sft_autoregressive, ["--curriculum", "0:1"], "curriculum belongs to the Multiverse recipe"),
+    (sft_multiverse, ["--ce_chunk_tokens", "512"], "ce_chunk_tokens=512 applies to loss_impl='chunked' only"),
 ])
 def test_recipes_reject_bad_setups(workdir, module, extra, message):
     with pytest.raises(ValueError, match=message):
@@ -174,3 +177,31 @@ def test_recipes_reject_bad_setups(workdir, module, extra, message):
 def test_flex_attention_on_cpu_is_refused_with_a_hint(workdir):
     with pytest.raises(ValueError, match="use 'sdpa' on the CPU"):
         sft_multiverse.main(*parse_recipe(sft_multiverse, workdir, "--attn_implementation", "flex_attention"))
+
+
+def test_a_shipped_config_by_name_trains_on_the_cpu_from_any_directory(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--config", "qwen2.5-0.5b-instruct", "--model_name_or_path",
+                                      str(workdir / "multiverse"), "--dataset_name", str(workdir / "data.jsonl"),
+                                      "--output_dir", str(out), "--max_steps", "1", "--max_length", "512",
+                                      "--gradient_accumulation_steps", "1", "--save_strategy", "no"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    fallback = [line for line in result.output.splitlines() if "no CUDA device" in line]
+    assert len(fallback) == 1 and "attn_implementation: flex_attention -> sdpa" in fallback[0]
+    weights = load_file(out / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in weights.values())  # fp32 on the CPU, never pure bf16
+    assert len(logged_losses(out)) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--packing", "true"], "error: the Multiverse recipe does not support packing"),
+    (["--model_name_or_path", "./no/such/model"], "error: model_name_or_path: no such folder: ./no/such/model"),
+    (["--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct"], "is not a local folder, and the Hub is offline"),
+])
+def test_train_errors_are_one_line(workdir, monkeypatch, extra, message):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    result = CliRunner().invoke(app, ["train", "--config", str(workdir / "tiny.yaml"), *extra])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output

@@ -51,9 +51,11 @@ def chunked_causal_lm_loss(hidden_states: torch.Tensor, lm_head: torch.nn.Module
             total = total + _chunk_nll_sum(lm_head, hidden[part], targets[part])
     if targets.shape[0] == 0:
         # Keep the loss attached to the graph: a batch whose labels were all cut off still calls backward().
-        total = total + hidden_states.sum() * 0.0
-    denom = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1)
-    return total / torch.as_tensor(denom, device=total.device, dtype=total.dtype)
+        # An empty sum, not hidden.sum() * 0, which is NaN when any hidden state is inf.
+        total = total + hidden_states[:, :0].sum()
+    denom = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    # Clamped as TRL does: a batch (or accumulation window) without label tokens is a finite 0, not 0 / 0.
+    return total / torch.as_tensor(denom, device=total.device, dtype=total.dtype).clamp(min=1)
 
 
 def add_chunked_lm_head(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):

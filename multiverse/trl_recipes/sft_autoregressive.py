@@ -9,10 +9,10 @@ YAML file differs only in the structure.
 
 ```bash
 python -m multiverse.trl_recipes.sft_autoregressive \
-    --config multiverse/trl_recipes/configs/qwen2.5-1.5b-instruct.yaml \
+    --config qwen2.5-1.5b-instruct \
     --dataset_name data/multiverse-sft --output_dir runs/ar-1.5b
 # the same through the package CLI
-multiverse train --recipe autoregressive --config multiverse/trl_recipes/configs/qwen2.5-1.5b-instruct.yaml \
+multiverse train --recipe autoregressive --config qwen2.5-1.5b-instruct \
     --dataset_name data/multiverse-sft --output_dir runs/ar-1.5b
 ```
 Multi-GPU: the same ``accelerate launch --config_file ...`` line as in ``sft_multiverse.py``.
@@ -42,7 +42,7 @@ def main(script_args, training_args, model_args):
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    from .trainer import recipe_parser
+    from .recipe_parser import recipe_parser
 
     return recipe_parser("sft-autoregressive", "Autoregressive baseline SFT", subparsers, prog)
 

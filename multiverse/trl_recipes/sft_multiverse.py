@@ -9,10 +9,10 @@ those into a FlexAttention ``BlockMask`` on CUDA (a dense bool mask with ``sdpa`
 # One GPU, Qwen2.5-1.5B-Instruct, 32K tokens per example
 ```bash
 python -m multiverse.trl_recipes.sft_multiverse \
-    --config multiverse/trl_recipes/configs/qwen2.5-1.5b-instruct.yaml \
+    --config qwen2.5-1.5b-instruct \
     --dataset_name data/multiverse-sft --output_dir runs/mv-1.5b
 # the same through the package CLI
-multiverse train --config multiverse/trl_recipes/configs/qwen2.5-1.5b-instruct.yaml --dataset_name data/multiverse-sft
+multiverse train --config qwen2.5-1.5b-instruct --dataset_name data/multiverse-sft
 ```
 
 # 8 GPUs per node with FSDP (or DeepSpeed ZeRO-3: configs/accelerate/deepspeed_zero3.yaml), 32B
@@ -21,13 +21,13 @@ accelerate launch --config_file multiverse/trl_recipes/configs/accelerate/fsdp.y
     --num_machines 2 --machine_rank $RANK --main_process_ip $MASTER_ADDR --main_process_port 29500 \
     --num_processes 16 \
     -m multiverse.trl_recipes.sft_multiverse \
-    --config multiverse/trl_recipes/configs/qwen2.5-32b-instruct.yaml --dataset_name data/multiverse-sft
+    --config qwen2.5-32b-instruct --dataset_name data/multiverse-sft
 ```
 
 # Curriculum: autoregressive first, then mixed, then Multiverse only (one pass per stage)
 ```bash
 python -m multiverse.trl_recipes.sft_multiverse \
-    --config multiverse/trl_recipes/configs/qwen2.5-1.5b-instruct-curriculum.yaml --dataset_name data/multiverse-sft
+    --config qwen2.5-1.5b-instruct-curriculum --dataset_name data/multiverse-sft
 ```
 
 # CPU smoke run (sdpa; FlexAttention has no CPU backward)
@@ -82,7 +82,7 @@ def main(script_args, training_args, model_args):
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    from .trainer import recipe_parser
+    from .recipe_parser import recipe_parser
 
     return recipe_parser("sft-multiverse", "Multiverse SFT", subparsers, prog)
 

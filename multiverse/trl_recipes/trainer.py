@@ -1,8 +1,12 @@
-"""What the recipes share: their script arguments, model loading and an SFTTrainer with a chunked loss.
+"""What the recipes share: their script arguments, model loading and an SFTTrainer with a loss option.
 
 ``MultiverseSFTTrainer`` is TRL's ``SFTTrainer`` plus one option, ``loss_impl``:
-- ``"trl"``: TRL's own fused LM head (TRL >= 1.x never builds the full logits either);
-- ``"chunked"``: ``loss.add_chunked_lm_head``, pure torch, the path ``benchmarks/train_step.py`` measures.
+- ``"trl"`` (default): TRL's own fused LM head, which never builds the full [L, vocab] logits either, and logs
+  TRL's token counts, entropy and accuracy;
+- ``"chunked"``: ``loss.add_chunked_lm_head``, pure torch, the path ``benchmarks/train_step.py`` measures on a
+  GPU without TRL (``benchmarks/loss.py`` compares the two). It overrides ``compute_loss``, the extension point
+  TRL 1.x documents (its ``compute_loss_func`` hook is deprecated and is handed the full logits), and logs only
+  the loss: TRL's metrics are TRL's private state.
 Both recipes (Multiverse and the autoregressive baseline) use it, so they train with the same loss.
 """
 
@@ -11,9 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from trl import ScriptArguments, SFTTrainer
 
+from ..hub_cards.loading import resolve_model_path
 from .loss import DEFAULT_CHUNK_TOKENS, add_chunked_lm_head
 
-LOSS_IMPLS = ("chunked", "trl")
+LOSS_IMPLS = ("trl", "chunked")
 MASK_ATTENTIONS = ("flex_attention", "sdpa", "eager")  # the ones create_causal_mask builds our mask for
 
 
@@ -21,8 +26,8 @@ MASK_ATTENTIONS = ("flex_attention", "sdpa", "eager")  # the ones create_causal_
 class MultiverseScriptArguments(ScriptArguments):
     """``trl.ScriptArguments`` (``dataset_name`` also takes a local folder or .jsonl/.parquet file) plus:"""
 
-    loss_impl: str = field(default="chunked", metadata={
-        "help": "Cross-entropy without full logits: 'chunked' (ours, pure torch) or 'trl' (TRL's fused LM head).",
+    loss_impl: str = field(default="trl", metadata={
+        "help": "Cross-entropy without full logits: 'trl' (TRL's fused LM head) or 'chunked' (ours, pure torch).",
         "choices": list(LOSS_IMPLS)})
     ce_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, metadata={
         "help": "Tokens per LM-head chunk for loss_impl='chunked'; each chunk's logits are chunk x vocab floats."})
@@ -36,6 +41,9 @@ class MultiverseScriptArguments(ScriptArguments):
 def check_script_args(script_args: MultiverseScriptArguments):
     if script_args.loss_impl not in LOSS_IMPLS:
         raise ValueError(f"loss_impl={script_args.loss_impl!r}; choose one of {LOSS_IMPLS}")
+    if script_args.loss_impl != "chunked" and script_args.ce_chunk_tokens != DEFAULT_CHUNK_TOKENS:
+        raise ValueError(f"ce_chunk_tokens={script_args.ce_chunk_tokens} applies to loss_impl='chunked' only "
+                         f"(loss_impl={script_args.loss_impl!r})")
     if script_args.ce_chunk_tokens < 1:
         raise ValueError(f"ce_chunk_tokens={script_args.ce_chunk_tokens}: must be a positive number of tokens")
     if not script_args.dataset_name:
@@ -58,9 +66,9 @@ def load_multiverse_model(model_args, training_args):
     from ..conversion import add_multiverse_tokens
     from ..modeling_multiverse import MultiverseConfig, MultiverseForCausalLM, tag_token_ids
 
-    name = model_args.model_name_or_path
-    if not name:
+    if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required: a Qwen2-family or Multiverse checkpoint")
+    name = resolve_model_path(model_args.model_name_or_path, "model_name_or_path")
     kwargs = _from_pretrained_kwargs(model_args, training_args,
                                      "flex_attention" if torch.cuda.is_available() else "sdpa")
     attn = kwargs["attn_implementation"]
@@ -97,17 +105,18 @@ def load_causal_model(model_args, training_args):
 
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required")
+    name = resolve_model_path(model_args.model_name_or_path, "model_name_or_path")
     kwargs = _from_pretrained_kwargs(model_args, training_args, "sdpa")
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=kwargs["revision"],
+    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=kwargs["revision"],
                                               trust_remote_code=kwargs["trust_remote_code"])
     return model, tokenizer
 
 
 class MultiverseSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` with ``loss_impl`` ('chunked' or 'trl'); everything else is TRL's."""
+    """``SFTTrainer`` with ``loss_impl`` ('trl' or 'chunked'); everything else is TRL's."""
 
-    def __init__(self, *args, loss_impl: str = "chunked", ce_chunk_tokens: int = DEFAULT_CHUNK_TOKENS, **kwargs):
+    def __init__(self, *args, loss_impl: str = "trl", ce_chunk_tokens: int = DEFAULT_CHUNK_TOKENS, **kwargs):
         if loss_impl not in LOSS_IMPLS:
             raise ValueError(f"loss_impl={loss_impl!r}; choose one of {LOSS_IMPLS}")
         model = kwargs.get("model", args[0] if args else None)
@@ -131,11 +140,6 @@ class MultiverseSFTTrainer(SFTTrainer):
         # As SFTTrainer does: num_items_in_batch counts every rank's tokens and DDP averages the gradients.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        mode = "train" if self.model.training else "eval"
-        if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
-            self._total_train_tokens += tokens // self._tp_size
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:  # only evaluation with compute_metrics asks for the logits
             with torch.no_grad():
                 return loss, model(**inputs)
@@ -163,6 +167,9 @@ def run_recipe(model, tokenizer, model_args, training_args, script_args, train_d
 
 def train_and_save(trainer, training_args, script_args):
     """Train, save the weights with the log history beside them (to compare recipes), push if asked."""
+    from ..distributed import check_training_launch
+
+    check_training_launch(training_args)  # launched for N processes: one N-process job, never N lone ones
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
@@ -170,13 +177,3 @@ def train_and_save(trainer, training_args, script_args):
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer
-
-
-def recipe_parser(name: str, help: str, subparsers=None, prog: str | None = None):
-    """TrlParser over (MultiverseScriptArguments, SFTConfig, ModelConfig), as trl's scripts build theirs."""
-    from trl import ModelConfig, SFTConfig, TrlParser
-
-    dataclass_types = (MultiverseScriptArguments, SFTConfig, ModelConfig)
-    if subparsers is not None:
-        return subparsers.add_parser(name, help=help, dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog)
