@@ -6,14 +6,17 @@ from .transcripts import read_transcript
 
 
 def file_stats(path, tokenizer=None) -> dict:
-    completion = read_transcript(path).completion
+    return {"file": str(path), **text_stats(read_transcript(path).completion, tokenizer)}
+
+
+def text_stats(completion: str, tokenizer=None) -> dict:
+    """The structure of one completion, in tokens of ``tokenizer`` or else in characters."""
     if tokenizer is not None:
         result = parse(tokenizer.encode(completion, add_special_tokens=False), tag_token_ids(tokenizer),
                        decode=tokenizer.decode)
     else:
         result = parse(completion)
     return {
-        "file": str(path),
         "ok": result.ok,
         "repairs": [str(r) for r in result.repairs],
         "blocks": len(result.all_blocks),

@@ -1,8 +1,13 @@
-"""Benchmark evaluation: math-verify grading, parallel vs autoregressive decoding, budget sweeps."""
+"""Benchmark evaluation: math-verify grading, parallel vs autoregressive decoding, budgets, K samples, resumable."""
 
-from .benchmark import Grade, Problem, answer_region, grade, load_benchmark
+from .benchmark import Problem, load_benchmark
+from .grading import Grade, answer_region, grade, grade_choice, grade_problem
+from .prompts import PRESETS, Preset, render_prompt, resolve_preset
+from .records import RecordLog
 from .report import markdown_table, plot_accuracy, read_results, write_report
-from .runner import MODES, evaluate, summarize
+from .runner import BUDGETS, MODES, evaluate
+from .summary import summarize
 
-__all__ = ["MODES", "Grade", "Problem", "answer_region", "evaluate", "grade", "load_benchmark", "markdown_table",
-           "plot_accuracy", "read_results", "summarize", "write_report"]
+__all__ = ["BUDGETS", "MODES", "PRESETS", "Grade", "Preset", "Problem", "RecordLog", "answer_region", "evaluate",
+           "grade", "grade_choice", "grade_problem", "load_benchmark", "markdown_table", "plot_accuracy",
+           "read_results", "render_prompt", "resolve_preset", "summarize", "write_report"]

@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 
 COLUMNS = (("mode", "mode", "{}"), ("max_new_tokens", "budget", "{}"), ("accuracy", "accuracy", "{:.1%}"),
-           ("correct", "correct", "{}"), ("problems", "n", "{}"), ("mean_tokens", "mean tokens", "{:.1f}"),
-           ("mean_steps", "mean decode steps", "{:.1f}"), ("parallelism", "parallelism", "{:.2f}"),
-           ("forks", "forks / problem", "{:.2f}"), ("seconds", "seconds", "{:.1f}"))
+           ("correct", "correct", "{}"), ("problems", "n", "{}"), ("samples", "K", "{}"),
+           ("stderr", "± stderr", "{:.1%}"), ("pass_at_k", "pass@K", "{:.1%}"), ("answered", "answered", "{:.0%}"),
+           ("trigger_rate", "forked", "{:.0%}"), ("degree", "tokens / critical path", "{:.2f}"),
+           ("mean_critical_path", "mean critical path", "{:.1f}"), ("mean_tokens", "mean tokens", "{:.1f}"),
+           ("mean_steps", "mean decode steps", "{:.1f}"), ("parallelism", "tokens / step", "{:.2f}"),
+           ("forks", "forks / completion", "{:.2f}"), ("seconds", "seconds", "{:.1f}"))
 COLORS = {"parallel": "#1f77b4", "autoregressive": "#d62728"}
 # Different markers and dashes keep both curves visible where they coincide (e.g. both at 0%).
 STYLES = {"parallel": dict(marker="o", markersize=8, linestyle="-"),
@@ -15,9 +18,11 @@ RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.json", "results.md", "accuracy_vs_bu
 
 
 def markdown_table(rows: list[dict]) -> str:
+    """The summary rows as a markdown table (rows from older results lack the newer columns: shown as -)."""
     head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     rule = "|" + "|".join("---" if key == "mode" else "---:" for key, _, _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |" for row in rows]
+    body = ["| " + " | ".join(fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS) + " |"
+            for row in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -69,8 +74,12 @@ def write_report(records: list[dict], rows: list[dict], out_dir: str | Path, *, 
     out.mkdir(parents=True, exist_ok=True)
     title = f"{benchmark}: {model}"
     table = markdown_table(rows)
-    (out / TABLE_MD).write_text(f"# {title}\n\n{table}\n\nParallelism = generated tokens / decode steps. "
-                                f"Both modes decode the same model under the same mask.\n", encoding="utf-8")
+    rules = sorted({r.get("budget", "total") for r in rows})
+    (out / TABLE_MD).write_text(
+        f"# {title}\n\n{table}\n\naccuracy is avg@K (the mean over problems of the share of correct samples), with "
+        f"its standard error over problems; pass@K counts problems with a correct sample. Budget rule: "
+        f"{', '.join(rules)} (critical-path: the budget bounds the parallel decoder's steps, as the reference "
+        f"engine's does). Both modes decode the same model under the same mask.\n", encoding="utf-8")
     payload = dict(benchmark=benchmark, model=model, settings=settings, summary=rows, records=records)
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
     plot_accuracy(rows, out / PLOT_PNG, title)

@@ -185,6 +185,7 @@ def timeline_html(stats: dict, text: str, title: str | None = None) -> str:
     facts = [("tokens", stats["tokens"]), ("decode steps", stats["steps"]),
              ("parallelism (tokens / steps)", f"{stats['parallelism']:.2f}"), ("forks", stats["forks"]),
              ("max depth", stats["max_depth"]), ("critical path", stats.get("critical_path", "")),
+             ("budget", stats.get("budget", "")),
              ("wall time", f"{stats.get('seconds', 0):.2f} s"), ("events", events),
              ("repairs", "; ".join(stats.get("repairs", [])) or "none")]
     table = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts)

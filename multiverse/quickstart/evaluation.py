@@ -23,9 +23,9 @@ def load(folder: str):
 
 def replay(model, tokenizer, problem: dict) -> dict:
     """Force the reference completion through the reloaded model: forks, merges, exact reproduction."""
-    from ..evaluation.runner import prompt_ids
+    from ..evaluation.prompts import PRESETS, prompt_ids
 
-    prompt = torch.tensor([prompt_ids(tokenizer, problem["question"])])
+    prompt = torch.tensor([prompt_ids(tokenizer, problem["question"], PRESETS["plain"])])
     target = tokenizer.encode(problem["completion"], add_special_tokens=False)
     out = model.generate(prompt, forced_completions=[target], max_new_tokens=len(target) + 8,
                          return_dict_in_generate=True)
@@ -35,10 +35,11 @@ def replay(model, tokenizer, problem: dict) -> dict:
 
 
 def example_tree(model, tokenizer, question: str, budget: int) -> dict:
-    from ..evaluation.runner import prompt_ids
+    from ..evaluation.prompts import PRESETS, prompt_ids
     from ..generation.tree_view import branch_tree
 
-    out = model.generate(torch.tensor([prompt_ids(tokenizer, question)]), max_new_tokens=budget, do_sample=False,
+    ids = torch.tensor([prompt_ids(tokenizer, question, PRESETS["plain"])])
+    out = model.generate(ids, max_new_tokens=budget, do_sample=False,
                          tokenizer=tokenizer, return_dict_in_generate=True)
     text = tokenizer.decode(out.sequences[0], skip_special_tokens=False)
     return {"question": question, "completion": text.split("<|im_start|>assistant\n", 1)[-1],
@@ -49,7 +50,8 @@ def evaluate_folders(model_dir: str, test_file: str, out_dir: str, baseline_dir:
                      budget: int = 512, batch_size: int = 100) -> dict:
     from ..evaluation.benchmark import load_benchmark
     from ..evaluation.report import write_report
-    from ..evaluation.runner import evaluate, summarize
+    from ..evaluation.runner import evaluate
+    from ..evaluation.summary import summarize
 
     problems = load_benchmark(test_file)
     model, tokenizer = load(model_dir)
