@@ -192,3 +192,18 @@ def test_the_test_server_ignores_cut_requests_and_refuses_bodies_without_message
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
             assert sock.recv(100).startswith(b"HTTP/1.1 400")
         assert server.requests == []
+
+
+def test_an_unforeseen_client_error_is_recorded_redacted_and_not_retried(monkeypatch):
+    monkeypatch.setenv("CANARY_KEY", ENV_KEY)
+    backend = OpenAIBackend(f"http://{USER}:{PASSWORD}@127.0.0.1:9/v1", "m", api_key_env="CANARY_KEY", retries=3)
+    calls = []
+
+    def boom(call, deadline=None):
+        calls.append(call)
+        raise RuntimeError(f"client bug near http://{USER}:{PASSWORD}@127.0.0.1:9/v1 with {ENV_KEY}")
+
+    monkeypatch.setattr(backend, "_request", boom)
+    with pytest.raises(BackendError, match=r"error-RuntimeError: client bug near http://\*\*\*:\*\*\*@") as err:
+        backend.complete([{"role": "user", "content": "hi"}])
+    assert len(calls) == 1 and not any(c in str(err.value) for c in CANARIES)

@@ -135,9 +135,9 @@ class OpenAIBackend:
         for attempt in range(self.retries + 1):
             try:
                 return self._completion(self._request(chat))
-            except Exception as err:  # noqa: BLE001 - classified below, unknown errors re-raised
+            except Exception as err:  # noqa: BLE001 - classified below
                 kind, retry_after = self._classify(err)
-                if attempt == self.retries or kind in ("bad-request",):
+                if attempt == self.retries or kind == "bad-request" or kind.startswith("error-"):
                     tries = f" after {attempt + 1} attempts" if attempt else ""
                     raise BackendError(kind, f"{self._short(err)}{tries}") from None
                 delay = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
@@ -179,7 +179,7 @@ class OpenAIBackend:
             if status >= 500 or status in (408, 409):
                 return f"http-{status}", _retry_after(err.response)
             return "bad-request", None
-        raise err
+        return f"error-{type(err).__name__}", None  # unforeseen: recorded (redacted), not retried
 
 
 def _split_query(endpoint: str, redactor: Redactor) -> tuple[str, dict]:
