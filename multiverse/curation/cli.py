@@ -58,10 +58,11 @@ def curate(
     """Convert sequential reasoning traces into Multiverse SFT data with an LLM: plan, rewrite, validate,
     repair, keep the source. Resumable: rerun the same command to continue.
 
-    The server is checked first (GET /models). Per item: the plan prompt asks for JSON (the Plan schema),
-    the rewrite prompt for the trace in the format, the repair prompts send the validator's errors back.
-    Items whose plan has no parallel block are kept as sequential examples. The protocol (prompt names,
-    their variables, the plan schema, the record format) is in multiverse/curation/README.md.
+    The server is checked first (GET /models). Per item: plan (JSON, the Plan schema), rewrite, validate, repair.
+
+    Items whose plan has no parallel block are kept as sequential examples.
+
+    Prompts, their variables, the plan schema and the records: multiverse/curation/README.md.
     """
     from .backends import FatalBackendError
     from .checkpoint import CheckpointInUse, lock_or_fail
