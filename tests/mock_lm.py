@@ -30,9 +30,9 @@ class TableLM(torch.nn.Module):
         self.calls = 0
 
     def forward(self, input_ids, position_ids=None, attention_mask=None, past_key_values=None, use_cache=None,
-                logits_to_keep=0, **kwargs):
+                logits_to_keep=0, cache=None, **kwargs):
         mask = attention_mask["full_attention"]
-        slots = past_key_values.write_slots
+        slots = (cache if cache is not None else past_key_values).write_slots  # the engine uses compat.CACHE_KWARG
         own = mask[torch.arange(mask.shape[0])[:, None], 0, torch.arange(mask.shape[2])[None], slots]
         assert bool(own.all()), "a query row cannot see its own slot"
         self.calls += 1

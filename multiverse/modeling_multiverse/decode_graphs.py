@@ -18,6 +18,7 @@ flash kernel that walks the whole cache with a dozen thread blocks. A few rows a
 import torch
 from transformers import AttentionInterface
 
+from .compat import CACHE_KWARG
 from .kv_cache import BranchKVCache, LayoutBuffers
 from .placement import kv_layers
 
@@ -106,7 +107,7 @@ class StaticDecodeStep:
         impl, config._attn_implementation = config._attn_implementation, DECODE_ATTENTION
         try:
             out = self.model(input_ids=inputs["ids"], position_ids=inputs["positions"],
-                             attention_mask={"full_attention": mask}, past_key_values=self.cache, use_cache=True)
+                             attention_mask={"full_attention": mask}, **{CACHE_KWARG: self.cache}, use_cache=True)
         finally:
             config._attn_implementation = impl
         return out.logits

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .branches import Branch, PromptState, Seeds
+from .compat import CACHE_KWARG
 from .decode_graphs import held_static_step
 from .kv_cache import BranchKVCache, LayoutBuffers
 from .placement import agree_tokens, kv_layers, tensor_parallel_group
@@ -112,7 +113,7 @@ class ParallelEngine:
             mask = torch.zeros(mask.shape, dtype=self.cache.keys[0].dtype, device=mask.device).masked_fill(
                 ~mask, torch.finfo(self.cache.keys[0].dtype).min)
         out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask={"full_attention": mask},
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1 if keep_last else 0)
+                         **{CACHE_KWARG: self.cache}, use_cache=True, logits_to_keep=1 if keep_last else 0)
         return out.logits
 
     def _write_rows(self):
