@@ -189,3 +189,15 @@ def test_jsonl_reader_names_lines_and_appender_is_whole_lines(tmp_path):
     with JsonlAppender(path) as out:
         out.append({"a": "é"})
     assert read_jsonl(path) == [{"a": 1}, {"a": "é"}] and path.read_text().endswith("\n")
+
+
+def test_checkpoint_lines_that_are_json_but_no_record(tmp_path):
+    path = tmp_path / "ck.jsonl"
+    path.write_text('{"name": "x"}\n{"name": "y"}\n')
+    with pytest.raises(ValueError, match=r"ck.jsonl:1: not a checkpoint record .* another tool"):
+        Checkpoint(path)
+    path.write_text('{"id": "a", "outcome": "ok"}\n{"name": "y"}\n{"id": "b", "outcome": "failed"}\n')
+    with pytest.raises(ValueError, match=r"ck.jsonl:2: corrupt line \(a JSON object but not a checkpoint record"):
+        Checkpoint(path)
+    with Checkpoint(path, skip_bad_lines=True) as ckpt:
+        assert sorted(ckpt.records) == ["a", "b"] and ckpt.skipped_lines == [2]

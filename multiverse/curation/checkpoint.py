@@ -9,9 +9,11 @@ One run at a time: the checkpoint holds a lock file (``PATH.lock``) while open, 
 same checkpoint stops at once instead of doing every item twice.
 """
 
+from pathlib import Path
+
 import filelock
 
-from ..jsonl import JsonlAppender, iter_jsonl
+from ..jsonl import BadLine, JsonlAppender, iter_jsonl
 from .backends import is_transient
 
 
@@ -38,8 +40,6 @@ def transient_failure(record: dict) -> bool:
 
 class Checkpoint:
     def __init__(self, path, *, skip_bad_lines: bool = False):
-        from pathlib import Path
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = lock_or_fail(f"{self.path}.lock", f"checkpoint {self.path}")
@@ -57,14 +57,17 @@ class Checkpoint:
     def _load(self, skip_bad_lines: bool):
         bad = []
         for n, record in iter_jsonl(self.path, bad_lines=bad):
-            if not isinstance(record.get("id"), str) or record.get("outcome") not in ("ok", "sequential", "failed"):
-                raise ValueError(f"{self.path}:{n}: not a checkpoint record (no id or outcome); is this the "
-                                 "checkpoint of another tool?")
-            self.records[record["id"]] = record
+            if isinstance(record.get("id"), str) and record.get("outcome") in ("ok", "sequential", "failed"):
+                self.records[record["id"]] = record
+            else:
+                bad.append(BadLine(n, -1, "a JSON object but not a checkpoint record (no id or outcome)", False))
         if bad and bad[-1].torn:
             self.torn = 1
             with self.path.open("r+b") as f:
                 f.truncate(bad.pop().offset)
+        if bad and not self.records:
+            raise ValueError(f"{self.path}:{bad[0].line}: not a checkpoint record ({bad[0].message}), nor is any "
+                             "other line; is this the checkpoint of another tool?")
         if bad and not skip_bad_lines:
             lines = [b.line for b in bad]
             raise ValueError(f"{self.path}:{lines[0]}: corrupt line ({bad[0].message})"
