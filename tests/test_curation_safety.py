@@ -1,6 +1,7 @@
 """Nothing leaks, nothing hangs: credentials in endpoints, whole-request timeouts, any exception of one item,
 and a test server that only answers complete requests."""
 
+import base64
 import json
 import logging
 import socket
@@ -51,6 +52,8 @@ def test_redact_url_and_text():
     text = f"GET {url} failed; key {ENV_KEY}; pw%2F {PASSWORD}"
     assert not any(c in redactor.text(text) for c in CANARIES)
     assert redactor.data({"a": [url, 3]}) == {"a": [redactor.text(url), 3]}
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert redactor.text(f"Authorization: Basic {basic}") == "Authorization: Basic ***"
     assert redact_url("http://[::1/v1") == "***"  # unparseable: nothing shown
 
 

@@ -39,8 +39,6 @@ class FatalBackendError(RuntimeError):
 
 # Failures a later run can get past: they are recorded, but a rerun tries those items again.
 TRANSIENT_KINDS = ("timeout", "connection-error", "rate-limited", "http-408", "http-409")
-
-
 CHECK_SECONDS = 30.0  # listing models is instant on a live server
 
 
@@ -87,7 +85,7 @@ class OpenAIBackend:
             self.sampling["max_tokens"] = max_tokens
         if seed is not None:
             self.sampling["seed"] = seed
-        self._errors = openai
+        self._openai = openai
 
     def describe(self) -> str:
         return f"{self.model} at {redact_url(self.endpoint)}"
@@ -97,8 +95,8 @@ class OpenAIBackend:
         import anyio
 
         async def run():
-            http_client = self._errors.DefaultAsyncHttpxClient(verify=self._ssl_context)
-            async with self._errors.AsyncOpenAI(**self._client_args, http_client=http_client) as client:
+            http_client = self._openai.DefaultAsyncHttpxClient(verify=self._ssl_context)
+            async with self._openai.AsyncOpenAI(**self._client_args, http_client=http_client) as client:
                 with anyio.fail_after(deadline or self.timeout):
                     return await call(client)
 
@@ -159,7 +157,7 @@ class OpenAIBackend:
         return self.redactor.text(" ".join(str(err).split())[:300])
 
     def _classify(self, err) -> tuple[str, float | None]:
-        e = self._errors
+        e = self._openai
         if isinstance(err, (_BadResponse, json.JSONDecodeError, e.APIResponseValidationError)):
             return "bad-response", None
         if isinstance(err, (e.APITimeoutError, TimeoutError)):

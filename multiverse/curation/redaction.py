@@ -7,6 +7,7 @@ applied at every boundary where text leaves the process: the backend's descripti
 the log records of the HTTP libraries.
 """
 
+import base64
 import logging
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -57,6 +58,10 @@ class Redactor:
         found = url_secrets(endpoint) if endpoint else []
         # Both spellings: the URL shows them percent-encoded, a library may print them decoded.
         found += [unquote(s) for s in found] + [quote(s, safe="") for s in found]
+        parts = _split(endpoint) if endpoint else None
+        if parts is not None and (parts.username or parts.password):  # as a Basic Authorization header
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            found.append(base64.b64encode(pair.encode()).decode())
         return cls(found + ([api_key] if api_key and api_key != "EMPTY" else []))
 
     def text(self, value) -> str:
@@ -81,7 +86,9 @@ class Redactor:
             return
         log_filter = _LogFilter(self)
         for name in LIBRARY_LOGGERS:
-            logging.getLogger(name).addFilter(log_filter)
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _LogFilter) and f.redactor.secrets == self.secrets for f in logger.filters):
+                logger.addFilter(log_filter)  # once per set of secrets, however many backends are made
 
 
 class _LogFilter(logging.Filter):
