@@ -70,7 +70,8 @@ def test_evaluate_grades_replayed_completions_per_budget(tiny_model, tokenizer, 
     assert [by[full, k]["correct"] for k in "abcd"] == [True, False, True, True]
     assert not any(by[10, k]["correct"] for k in "abcd")  # 10 tokens never reach an answer
     for k in "abcd":
-        assert by[full, k]["tokens"] == lengths[k] and by[10, k]["tokens"] == 10
+        # A cut completion may close its open tags within the budget (the engine's closing tags count too).
+        assert by[full, k]["tokens"] == lengths[k] and by[10, k]["tokens"] <= 10
     assert by[full, "a"]["forks"] == 1 and by[full, "c"]["forks"] == 2 and by[full, "d"]["forks"] == 0
     assert by[full, "a"]["steps"] < by[full, "a"]["tokens"] and by[full, "d"]["steps"] == by[full, "d"]["tokens"]
     rows = {r["max_new_tokens"]: r for r in summarize(records)}

@@ -3,13 +3,13 @@
 import pytest
 
 from multiverse.evaluation.prompts import PRESETS, render_prompt, resolve_preset, user_turn
-from multiverse.testing import corpus_files, full_corpus_files, qwen25_tokenizer
+from multiverse.testing import corpus_files, full_corpus_files
 from multiverse.transcripts import read_transcript
 
 
-@pytest.fixture(scope="module")
-def qwen():
-    return qwen25_tokenizer()
+@pytest.fixture
+def qwen(qwen_tokenizer):
+    return qwen_tokenizer
 
 
 @pytest.mark.parametrize("path", corpus_files() + full_corpus_files(), ids=lambda p: p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1])
