@@ -137,6 +137,12 @@ def test_bad_options_stop_before_any_llm_call(tmp_path, source, option, message)
             load_items(source, id_column="dial")
 
 
+def test_http_settings_are_refused_with_a_local_model(tmp_path, source):
+    result = invoke("curate", source, tmp_path / "out", "--local-model", tmp_path, "--timeout", 5, "--retries", 1)
+    assert result.exit_code == 2 and "--timeout, --retries: only for --endpoint" in plain(result.output)
+    assert not (tmp_path / "out").exists(), "refused before anything was made"
+
+
 def test_items_without_parallel_steps_are_kept_as_sequential_examples(tmp_path, source):
     import datasets
 
@@ -173,7 +179,8 @@ def test_validate_prints_a_summary_on_success_too(tmp_path):
     assert result.exit_code == 0 and result.output.strip() == "ok: 5 JSONL traces, 0 invalid (1 files)"
     path.write_text(path.read_text() + "[1]\n")
     result = invoke("validate", path)
-    assert result.exit_code == 2 and "t.jsonl:6: not a JSON object: expected a JSON object, got list" in plain(result.output)
+    assert result.exit_code == 2
+    assert "t.jsonl:6: not a JSON object: expected a JSON object, got list" in plain(result.output)
 
 
 def test_jsonl_reader_names_lines_and_appender_is_whole_lines(tmp_path):

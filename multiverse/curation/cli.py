@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 CHECKPOINT_NAME, REPORT_NAME, LOCK_NAME = "checkpoint.jsonl", "report.json", ".curate.lock"
+# The defaults of the options that only an HTTP endpoint uses.
+ENDPOINT_ONLY = {"--model": None, "--api-key-env": "OPENAI_API_KEY", "--timeout": 600.0, "--connect-timeout": 10.0,
+                 "--retries": 4, "--backoff": 1.0, "--response-format": "none"}
 
 
 def curate(
@@ -16,18 +19,24 @@ def curate(
                                             "(credentials in it are honoured and never printed)"),
     model: str = typer.Option(None, help="Model name at --endpoint"),
     local_model: str = typer.Option(None, help="A local transformers model folder or Hub id, instead of --endpoint"),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key"),
+    api_key_env: str = typer.Option(ENDPOINT_ONLY["--api-key-env"],
+                                    help="Environment variable holding the API key"),
     concurrency: int = typer.Option(4, help="Items in flight at once"),
     max_repairs: int = typer.Option(2, help="Repair rounds per item (K), for the plan and for the rewrite"),
     max_paths: int = typer.Option(8, help="Most paths the plan may put in one block"),
-    timeout: float = typer.Option(600.0, help="Seconds per HTTP request, whole (first byte, gaps and total)"),
-    connect_timeout: float = typer.Option(10.0, help="Seconds to connect (at most --timeout)"),
-    retries: int = typer.Option(4, help="Retries per request on 429, 5xx, timeouts and malformed responses"),
-    backoff: float = typer.Option(1.0, help="First retry delay in seconds; doubles each retry, jittered"),
+    timeout: float = typer.Option(ENDPOINT_ONLY["--timeout"],
+                                  help="Seconds per HTTP request, whole (first byte, gaps and total)"),
+    connect_timeout: float = typer.Option(ENDPOINT_ONLY["--connect-timeout"],
+                                          help="Seconds to connect (at most --timeout)"),
+    retries: int = typer.Option(ENDPOINT_ONLY["--retries"],
+                                help="Retries per request on 429, 5xx, timeouts and malformed responses"),
+    backoff: float = typer.Option(ENDPOINT_ONLY["--backoff"],
+                                  help="First retry delay in seconds; doubles each retry, jittered"),
     temperature: float = typer.Option(0.0, help="Sampling temperature of the curating model"),
     max_tokens: int = typer.Option(None, help="Completion token limit per request (local default 4096)"),
-    response_format: str = typer.Option("none", help="How the plan's JSON is requested: none, json_object or "
-                                                     "json_schema (vLLM, SGLang and OpenAI enforce it)"),
+    response_format: str = typer.Option(ENDPOINT_ONLY["--response-format"],
+                                        help="How the plan's JSON is requested: none, json_object or json_schema "
+                                             "(vLLM, SGLang and OpenAI enforce it)"),
     question_column: str = typer.Option(None, help="Question column (default: question, problem or prompt)"),
     trace_column: str = typer.Option(None, help="Trace column (default: s1K-1.1 deepseek_thinking_trajectory, "
                                                 "thinking_trajectories, trace, ...)"),
@@ -79,6 +88,13 @@ def curate(
         raise typer.BadParameter("give either --endpoint (with --model) or --local-model")
     if endpoint is not None and not model:
         raise typer.BadParameter("--endpoint needs --model")
+    if local_model is not None:  # HTTP settings mean nothing to a local model: refused, not ignored
+        given = [name for name, value in (("--model", model), ("--api-key-env", api_key_env), ("--timeout", timeout),
+                                          ("--connect-timeout", connect_timeout), ("--retries", retries),
+                                          ("--backoff", backoff), ("--response-format", response_format))
+                 if value != ENDPOINT_ONLY[name]]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)}: only for --endpoint, not --local-model")
     try:
         check_mix(mix)  # before any LLM call, not after all of them
         prompts = Prompts({"system": system_prompt, "plan": plan_prompt, "rewrite": rewrite_prompt,
