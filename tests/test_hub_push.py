@@ -159,6 +159,14 @@ def test_card_snippet_loads_the_absolute_folder_without_a_repo_id(trained, tmp_p
     assert f"model_id = {json.dumps(str((tmp_path / 'rel-out').resolve()))}" in card
 
 
+def test_an_export_whose_card_loads_another_id_is_not_pushed_as_is(trained, tmp_path, no_hub):
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["export", str(trained), str(out), "--no-verify"]).exit_code == 0
+    result = CliRunner().invoke(app, ["push", str(out), "someone/mv-tiny", "--dry-run"])
+    assert result.exit_code == 1 and f"loads {str(out.resolve())!r}, not 'someone/mv-tiny'" in result.output
+    assert "--repo-id someone/mv-tiny" in result.output
+
+
 @pytest.mark.parametrize("name", ["./no-such-model", "../no/such", "~/no-such-model-xyz", "/no/such/model",
                                   "a/b/c", "my model"])
 def test_a_local_looking_path_that_does_not_exist_is_no_such_folder(name, monkeypatch):

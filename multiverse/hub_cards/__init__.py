@@ -1,1 +1,1 @@
-"""Hub: model cards, `multiverse export` and `multiverse push` (and the CLI of `multiverse eval`)."""
+"""Hub: model cards, `multiverse export` and `multiverse push`, and the one model loader the commands share."""

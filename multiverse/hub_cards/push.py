@@ -12,6 +12,8 @@ the errors of the first call (``create_repo``), which comes before any long expo
 import contextlib
 import fnmatch
 import glob
+import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -93,6 +95,10 @@ def staged(model: str | Path, repo_id: str, include=(), verify: bool = True, **c
     if folder.is_dir():
         refuse_training_state(folder, repo_id)
     if is_exported(folder) and not card:
+        loads = card_model_id(folder)
+        if loads != repo_id:  # the card would tell Hub readers to load something else, e.g. a local path
+            raise ValueError(f"{folder}/README.md's usage snippet loads {loads!r}, not {repo_id!r}; export again "
+                             f"with --repo-id {repo_id}")
         yield folder, upload_files(folder, include)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +108,12 @@ def staged(model: str | Path, repo_id: str, include=(), verify: bool = True, **c
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(folder / name, out / name)
         yield out, upload_files(out, include)
+
+
+def card_model_id(folder: Path) -> str | None:
+    """The ``model_id`` that the exported card's usage snippet loads."""
+    match = re.search(r"^model_id = (.+)$", (folder / "README.md").read_text(encoding="utf-8"), re.M)
+    return json.loads(match.group(1)) if match else None
 
 
 def _included(folder: Path, include) -> list[str]:

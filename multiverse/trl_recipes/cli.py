@@ -6,7 +6,7 @@ RECIPES = ("multiverse", "autoregressive")
 # The recipe options a first run touches; `--help-all` prints all of them (~880, TRL's and transformers').
 KEY_OPTIONS = ("model_name_or_path", "dataset_name", "output_dir", "max_length", "max_steps", "num_train_epochs",
                "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "loss_impl",
-               "attn_implementation", "dtype", "bf16", "use_cpu", "curriculum", "push_to_hub")
+               "attn_implementation", "dtype", "bf16", "use_cpu", "curriculum")
 EPILOG = ("Recipe options (override the YAML as --key value): " + ", ".join(f"--{k}" for k in KEY_OPTIONS)
           + ". All of them: multiverse train --help-all [WORD...] (only the options whose name or help has "
             "every WORD).")

@@ -23,9 +23,10 @@ import argparse
 
 def main(script_args, training_args, model_args):
     from .data import load_training_dataset, sequential_dataset
-    from .trainer import check_script_args, load_causal_model, run_recipe
+    from .trainer import check_publishing, check_script_args, load_causal_model, run_recipe
 
     check_script_args(script_args)
+    check_publishing(training_args)
     if script_args.curriculum:
         raise ValueError("the curriculum belongs to the Multiverse recipe (sft_multiverse.py), not the baseline")
     model, tokenizer = load_causal_model(model_args, training_args)

@@ -52,9 +52,10 @@ def main(script_args, training_args, model_args):
     from .collator import MultiverseDataCollator
     from .curriculum import curriculum_dataset, parse_stages
     from .data import load_training_dataset
-    from .trainer import check_script_args, load_multiverse_model, run_recipe
+    from .trainer import check_publishing, check_script_args, load_multiverse_model, run_recipe
 
     check_script_args(script_args)
+    check_publishing(training_args)
     check_training_args(training_args)
     stages = parse_stages(script_args.curriculum) if script_args.curriculum else None
     if stages and training_args.num_train_epochs != 1:

@@ -50,6 +50,14 @@ def check_script_args(script_args: MultiverseScriptArguments):
         raise ValueError("dataset_name is required: a Hub id, a save_to_disk folder or a .jsonl/.parquet file")
 
 
+def check_publishing(training_args):
+    if training_args.push_to_hub:
+        # Trainer.push_to_hub uploads output_dir as it is: training_args.bin (which holds hub_token) included.
+        raise ValueError("push_to_hub=True would upload the output folder as the Trainer leaves it, "
+                         "training_args.bin (with hub_token) included; train without it, then publish with "
+                         "`multiverse export OUTPUT_DIR EXPORT --repo-id ID` and `multiverse push EXPORT ID`")
+
+
 def _from_pretrained_kwargs(model_args, training_args, default_attn: str) -> dict:
     kwargs = dict(revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code,
                   dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation or default_attn)
@@ -166,7 +174,7 @@ def run_recipe(model, tokenizer, model_args, training_args, script_args, train_d
 
 
 def train_and_save(trainer, training_args, script_args):
-    """Train, save the weights with the log history beside them (to compare recipes), push if asked."""
+    """Train, save the weights with the log history beside them (to compare recipes)."""
     from ..distributed import check_training_launch
 
     check_training_launch(training_args)  # launched for N processes: one N-process job, never N lone ones
@@ -174,6 +182,4 @@ def train_and_save(trainer, training_args, script_args):
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer
