@@ -124,6 +124,7 @@ def test_a_corrupt_middle_line_is_named_and_can_be_skipped(tmp_path, source):
     (["--limit", "-1"], "--limit -1: must be at least 1"),
     (["--limit", "0"], "--limit 0: must be at least 1"),
     (["--id-column", "dial"], "--id-column 'dial' of"),
+    (["--split", "train"], "--split 'train': "),
 ])
 def test_bad_options_stop_before_any_llm_call(tmp_path, source, option, message):
     rows = [dict(e, dial=k % 2) for k, e in enumerate(EXAMPLES)]  # ids 0, 1, 0, 1, 0: repeated

@@ -46,6 +46,8 @@ def _rows(path: Path, split: str | None):
         return list(data), list(data.column_names)
     if not path.is_file():
         raise FileNotFoundError(f"INPUT {path}: no such file or folder (JSONL or a saved datasets folder)")
+    if split is not None:
+        raise ValueError(f"--split {split!r}: {path} is a JSONL file, which has no splits")
     rows = read_jsonl(path)
     return rows, sorted({k for r in rows for k in r})
 
