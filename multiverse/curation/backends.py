@@ -12,6 +12,7 @@ the API key reaches a record, a report or a terminal.
 import json
 import os
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -59,7 +60,6 @@ class OpenAIBackend:
     def __init__(self, endpoint: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600.0,
                  connect_timeout: float = 10.0, retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
                  temperature: float = 0.0, max_tokens: int | None = None, seed: int | None = None):
-        import httpx2  # openai's HTTP client
         import openai
 
         api_key = os.environ.get(api_key_env) or "EMPTY"  # local vLLM/SGLang take any key; the client wants one
@@ -76,8 +76,9 @@ class OpenAIBackend:
         # A query string (``?api_key=...``) cannot stay in base_url, where paths are appended after it.
         self._client_args = dict(base_url=base, api_key=api_key, default_query=query or None, max_retries=0,
                                  timeout=openai.Timeout(timeout, connect=min(connect_timeout, timeout)))
-        # Loading the CA store takes ~0.1 s of CPU: once per backend, not once per request's client.
-        self._ssl_context = httpx2.create_ssl_context()
+        # Loading the CA store takes ~0.1 s of CPU: once per backend, not once per request's client. The
+        # standard library's context honours SSL_CERT_FILE/SSL_CERT_DIR, whichever httpx openai ships with.
+        self._ssl_context = ssl.create_default_context()
         self.endpoint, self.model, self.retries, self.timeout = endpoint, model, retries, timeout
         self.backoff, self.max_backoff = backoff, max_backoff
         self.sampling = {"temperature": temperature}
