@@ -51,7 +51,9 @@ def _totals(rows: list[dict]) -> dict:
                 ideal_parallelism=round(length / critical, 4) if critical else 1.0)
 
 
-def grade_file(path: Path, tokenizer=None, unfinished: str = "no-answer") -> dict:
+def grade_file(path, tokenizer=None, unfinished: str = "no-answer") -> dict:
+    """The grades and the structure of one file's completions."""
+    path = Path(path)
     items = _items(path)
     graded = [i for i in items if i["answer"] is not None]
     grades = [(grade_choice if i["kind"] == "choice" else grade_math)(i["completion"], i["answer"], unfinished)
