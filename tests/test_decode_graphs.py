@@ -23,7 +23,7 @@ def _assert_same(a, b):
     assert a.sequences.tolist() == b.sequences.tolist()
     for x, y in zip(a.multiverse, b.multiverse):
         assert (x["steps"], x["forks"], x["kv_slots"]) == (y["steps"], y["forks"], y["kv_slots"])
-    for rows_a, rows_b in zip(a.logits, b.logits):
+    for rows_a, rows_b in zip(a.position_logits, b.position_logits):
         for la, lb in zip(rows_a, rows_b):
             torch.testing.assert_close(la, lb, atol=1e-4, rtol=0)
 

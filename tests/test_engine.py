@@ -23,7 +23,7 @@ def assert_parity(model, prompt, completion):
                          output_logits=True, max_new_tokens=len(completion) + 8)
     assert out.sequences[0, len(prompt):].tolist() == completion
     reference = teacher_forced(model, prompt, completion)
-    recorded = [(i, lg) for i, lg in enumerate(out.logits[0]) if lg is not None]
+    recorded = [(i, lg) for i, lg in enumerate(out.position_logits[0]) if lg is not None]
     assert len(recorded) == len(completion)  # a script that ends feeds its last token back too
     for i, lg in recorded:
         torch.testing.assert_close(lg, reference[i], atol=1e-4, rtol=0)
@@ -65,7 +65,7 @@ def test_flex_configured_model_decodes_like_sdpa(tiny_model, tokenizer):
     finally:
         tiny_model.config._attn_implementation = "sdpa"
     reference = teacher_forced(tiny_model, prompt, completion)
-    for i, lg in enumerate(out.logits[0]):
+    for i, lg in enumerate(out.position_logits[0]):
         torch.testing.assert_close(lg, reference[i], atol=1e-4, rtol=0)
 
 
@@ -103,7 +103,7 @@ def test_batch_of_different_structures_equals_one_at_a_time(tiny_model, tokenize
         single = tiny_model.generate(torch.tensor([prompt]), forced_completions=[completion],
                                      return_dict_in_generate=True, output_logits=True, max_new_tokens=200)
         assert batched.multiverse[b]["steps"] == single.multiverse[0]["steps"]
-        for a, s in zip(batched.logits[b], single.logits[0]):
+        for a, s in zip(batched.position_logits[b], single.position_logits[0]):
             torch.testing.assert_close(a, s, atol=1e-4, rtol=0)
 
 

@@ -2,14 +2,17 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import TextStreamer
 
 from engine_helpers import run_engine
 from mock_lm import TableLM
 from multiverse.modeling_multiverse import TAGS
-from multiverse.modeling_multiverse.parser import parse
+from multiverse.modeling_multiverse.parser import ROOT_SID, parse
 from multiverse.modeling_multiverse.structure_processor import MultiverseStructureLogitsProcessor
 from samples import TEXT
+from structures import TAG_IDS as TOY_TAGS, build, stream
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,8 @@ def test_goal_without_outline_continues_sequentially(tokenizer, ids):
     out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=12, enforce_structure=False)
     stats = out.multiverse[0]
     assert stats["events"]["empty_goal"] == 1 and stats["forks"] == 0
-    assert stats["steps"] == stats["tokens"] == 12  # sequential: one token per step
+    assert stats["steps"] == stats["tokens"] == 11  # sequential: one token per step ...
+    assert stats["closing_tags"] == 1 and out.sequences[0, -1] == ids.parallel_end  # ... and </Parallel> closes it
 
 
 def test_runaway_nesting_is_capped_at_max_depth(tokenizer, ids):
@@ -67,6 +71,60 @@ def test_total_budget_stops_and_is_counted(tokenizer, ids):
     out = run_engine(model, [[ids.word]], max_new_tokens=7)
     assert out.multiverse[0]["tokens"] == 7
     assert out.multiverse[0]["events"]["token_budget_exhausted"] == 1
+
+
+def tree(result, ids):
+    """(the stream's own tokens, [[child tree per path] per block]) from the root down, as the parser reads it."""
+    own = {}
+    for start, end, sid, _ in result.runs:
+        own.setdefault(sid, []).extend(ids[start:end])
+
+    def node(sid):
+        return own.get(sid, []), [[node(c) for c in fork] for fork in result.fork_children.get(sid, [])]
+    return node(ROOT_SID)
+
+
+def assert_cut_from(cut, full, tags):
+    """Every stream of ``cut`` is the same stream of ``full`` cut short, then closed with tags only."""
+    (cut_tokens, cut_blocks), (full_tokens, full_blocks) = cut, full
+    k = 0
+    while k < min(len(cut_tokens), len(full_tokens)) and cut_tokens[k] == full_tokens[k]:
+        k += 1
+    assert all(t in tags for t in cut_tokens[k:]), (cut_tokens[k:], full_tokens[k:])
+    assert len(cut_blocks) <= len(full_blocks)
+    for cut_paths, full_paths in zip(cut_blocks, full_blocks):
+        assert 1 <= len(cut_paths) <= len(full_paths)
+        for c, f in zip(cut_paths, full_paths):
+            assert_cut_from(c, f, tags)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)), st.lists(st.floats(0.02, 1.1), min_size=4, max_size=4),
+       st.booleans())
+def test_budget_cuts_close_the_structure(tokenizer, items, fractions, critical):
+    """Regression: a cut with sibling paths open returned path 2 inside path 1 (another tree), and k live
+    branches could return max_new_tokens + k - 1 tokens. Now: the same tree cut short, closed, within budget."""
+    model = TableLM(tokenizer)
+    tags = model.config.multiverse_tag_ids
+    to_real = {t: tags[i] for i, t in enumerate(TOY_TAGS)} | {5: tokenizer.encode("\n")[0]}
+    full = [to_real.get(t, 300 + t) for t in build(items).ids]
+    prompt = tokenizer.encode("hi")
+    full_tree = tree(parse(prompt + full, tags), prompt + full)
+    for fraction in fractions:
+        budget = max(1, int(fraction * len(full)))
+        limits = dict(max_new_tokens=len(full) + 8, max_critical_path=budget) if critical else \
+            dict(max_new_tokens=budget)
+        out = run_engine(model, [prompt], forced=[full], **limits)
+        tokens = out.sequences[0, len(prompt):].tolist()
+        stats = out.multiverse[0]
+        assert len(tokens) <= limits["max_new_tokens"]
+        assert stats["tokens"] + stats["closing_tags"] == len(tokens)
+        assert stats["events"].get("cut", 0) == (stats["closing_tags"] > 0)
+        result = parse(prompt + tokens, tags)
+        assert result.repairs == []
+        assert_cut_from(tree(result, prompt + tokens), full_tree, set(tags))
+        if not stats["closing_tags"]:
+            assert tokens == full[:len(tokens)]
 
 
 def test_stray_tags_in_forced_output_are_counted_not_fatal(tokenizer):

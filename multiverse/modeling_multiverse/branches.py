@@ -1,4 +1,4 @@
-"""Bookkeeping for the parallel engine: plain Python objects, one per branch and one per prompt.
+"""Bookkeeping for the parallel engine: plain Python objects, one per branch, per output row and per prompt.
 
 A ``Branch`` wraps the grammar's ``Stream`` with what decoding needs: its tokens, where each went in
 the KV cache, a queue of forced tokens (path/conclusion seeds, or a replay script), and its forks.
@@ -15,12 +15,14 @@ from .tags import CONCLUSION_SEED, LABEL_PATTERN, PATH_SEED
 @dataclass(eq=False)  # identity, so branches can key dicts
 class Branch:
     stream: Stream
-    prompt: int
+    sample: int  # the output row (prompt-major: prompt b's samples are rows b*n .. b*n+n-1)
     parent: "Branch | None" = None
+    cut: int = 0  # where it forked from its parent: the parent's tokens before the fork
     tokens: list = field(default_factory=list)
     positions: list = field(default_factory=list)
     slots: list = field(default_factory=list)  # cache slot of each written token
     logits: list = field(default_factory=list)  # recorded logits of each written token
+    in_hand: dict = field(default_factory=dict)  # token index -> (raw logits, processed scores) it was chosen from
     queue: deque = field(default_factory=deque)  # tokens to force before sampling again
     script_sid: int | None = None  # forced replay: the parsed stream this branch reproduces
     forks: list = field(default_factory=list)  # (tokens before the fork, [child branches])
@@ -44,35 +46,67 @@ class Branch:
     def active(self) -> bool:
         return not self.done and not self.suspended
 
-    def linearize(self) -> tuple[list, list]:
-        """Tokens (and their recorded logits, None where unwritten) in training order."""
-        tokens, logits, i = [], [], 0
+    def linearize(self, upto: int | None = None) -> tuple[list, list, list]:
+        """Tokens, their recorded logits (None where unwritten) and what each was chosen from (None where
+        nothing was recorded), in training order; ``upto`` stops before own token ``upto`` and the fork there."""
+        end = len(self.tokens) if upto is None else upto
+        tokens, logits, chosen, i = [], [], [], 0
         padded = self.logits + [None] * (len(self.tokens) - len(self.logits))
         for cut, children in self.forks:
+            if cut >= end and upto is not None:
+                break
             tokens += self.tokens[i:cut]
             logits += padded[i:cut]
+            chosen += [self.in_hand.get(j) for j in range(i, cut)]
             i = cut
             for child in children:
-                t, lg = child.linearize()
-                tokens += t
-                logits += lg
-        return tokens + self.tokens[i:], logits + padded[i:]
+                t, lg, ch = child.linearize()
+                tokens, logits, chosen = tokens + t, logits + lg, chosen + ch
+        return (tokens + self.tokens[i:end], logits + padded[i:end],
+                chosen + [self.in_hand.get(j) for j in range(i, end)])
+
+    def visible_tokens(self) -> list:
+        """What this branch sees, in training order: its prompt, its ancestors up to its fork, its own tokens
+        (with its finished blocks' paths). Siblings are not in it."""
+        own = self.linearize()[0]
+        if self.parent is None:
+            return self.prompt_ids + own
+        return self.parent.visible_before(self.cut) + own
+
+    def visible_before(self, cut: int) -> list:
+        head = self.linearize(upto=cut)[0]
+        return (self.prompt_ids if self.parent is None else self.parent.visible_before(self.cut)) + head
+
+
+@dataclass
+class PromptRow:
+    """One prompt's row of the KV cache, shared by its ``num_return_sequences`` samples."""
+
+    index: int
+    streams: list  # sid -> Stream; one sid space for the prompt and all its samples
+    length: int  # next free cache slot
+    prompt_ids: list  # the prompt without its padding
+    pad: int = 0  # left-padding slots of this prompt
 
 
 @dataclass
 class PromptState:
+    """One output row: a sample of a prompt, decoded as a tree of branches over its prompt's cache row."""
+
     index: int
+    row: PromptRow
     root: Branch
-    streams: list  # sid -> Stream, for visibility
-    length: int  # next free cache slot
-    prompt_ids: list  # the prompt without its padding
-    pad: int = 0  # left-padding slots of this prompt
     branches: list = field(default_factory=list)
     generated: int = 0
+    closing: int = 0  # tags that closing every open stream would take now (budget_cuts)
     steps: int = 0
     forks: int = 0
     done: bool = False
     events: Counter = field(default_factory=Counter)
+
+    @property
+    def prompt_ids(self) -> list:
+        return self.row.prompt_ids
 
 
 class Seeds:

@@ -4,35 +4,27 @@ Multiverse options are generation kwargs (or attributes of a ``GenerationConfig`
 ``multiverse_parallel`` (True; False decodes autoregressively with the same mask), ``cuda_graphs``
 (False; True replays decode steps from CUDA graphs, see ``decode_graphs``), ``max_branches``,
 ``max_depth``, ``max_path_tokens``, ``max_critical_path``, ``enforce_structure``, ``seed`` (one
-generator per prompt), ``tokenizer`` (to seed paths), and ``forced_completions`` (replay given token
-ids through the engine, for parity tests and benchmarks).
+generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``), and
+``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks).
+Which ``GenerationConfig`` fields parallel decoding honours, and which it refuses: ``generation_settings``.
 """
 
-from dataclasses import dataclass
+import copy
 
-import torch
-from transformers.utils import ModelOutput
+from transformers import LogitsProcessorList
 
+from .generation_settings import resolve
 from .branches import Seeds
 from .engine import ParallelEngine
-from .parser import parse
+from .generation_outputs import MultiverseGenerateOutput, build_output, tree_dict
+from .streamers import LinearStreamer
 from .structure_processor import MultiverseStructureLogitsProcessor
+
+__all__ = ["MultiverseGenerateOutput", "generate", "parallel_generate", "tree_dict"]
 
 OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches=16, max_depth=4,
                        max_path_tokens=None, max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
                        forced_completions=None)
-
-
-@dataclass
-class MultiverseGenerateOutput(ModelOutput):
-    """``sequences``: prompt + completion in the training layout (decodes to a training example's text).
-    ``multiverse``: per prompt, the tree and the statistics. ``logits``: per prompt, the logits of every
-    completion token written to the cache, in the same order (None where a token was never fed back).
-    """
-
-    sequences: torch.LongTensor = None
-    multiverse: list = None
-    logits: list = None
 
 
 def split_options(generation_config, kwargs: dict) -> dict:
@@ -54,7 +46,45 @@ def autoregressive_seeds(config, options) -> Seeds | None:
     return Seeds(options["tokenizer"], char_ids) if options["tokenizer"] is not None or char_ids else None
 
 
-def parallel_generate(model, input_ids, attention_mask, generation_config, options, streamer=None):
+def generate(model, parent_generate, inputs=None, generation_config=None, logits_processor=None,
+             stopping_criteria=None, streamer=None, **kwargs):
+    """Parallel Multiverse decoding by default; ``multiverse_parallel=False`` decodes with ``parent_generate``
+    (stock HF ``generate``) under the same mask, the structure processor enforcing the grammar and limits.
+
+    Parallel decoding honours or refuses every ``GenerationConfig`` field (``generation_settings`` lists which);
+    custom ``logits_processor`` and ``stopping_criteria`` run per branch row over the ids it can see. Returns
+    ``sequences`` in the training layout, or with ``return_dict_in_generate=True`` a ``MultiverseGenerateOutput``
+    (HF's ``sequences``/``scores``/``logits``, plus the per-row tree and statistics in ``multiverse``).
+    """
+    generation_config = copy.deepcopy(generation_config if generation_config is not None
+                                      else model.generation_config)
+    options = split_options(generation_config, kwargs)
+    input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+    # Generation settings go into the config; what is left are model inputs (attention_mask, ...).
+    model_kwargs = generation_config.update(**kwargs)
+    if not options["multiverse_parallel"]:
+        if options["cuda_graphs"]:
+            raise ValueError("cuda_graphs=True is for parallel decoding; autoregressive decoding has HF's own "
+                             "cache_implementation='static' with compile")
+        # The limits always hold; enforce_structure=False lifts only the grammar's tag order.
+        processors = LogitsProcessorList(logits_processor or [])
+        # The engine's seeds are forced here too: a path cannot see its siblings, so not its own label.
+        processors.append(structure_processor(model.config, generation_config, options,
+                                              autoregressive_seeds(model.config, options)))
+        if options["tokenizer"] is not None:
+            model_kwargs["tokenizer"] = options["tokenizer"]
+        return parent_generate(input_ids, generation_config=generation_config, logits_processor=processors,
+                               stopping_criteria=stopping_criteria, streamer=streamer, **model_kwargs)
+    attention_mask = model_kwargs.pop("attention_mask", None)
+    for name, value in model_kwargs.items():
+        raise ValueError(f"parallel generate does not take {name}={_short(value)}; see generation_api for its "
+                         "options, or decode with multiverse_parallel=False")
+    return parallel_generate(model, input_ids, attention_mask, generation_config, options, streamer=streamer,
+                             logits_processor=logits_processor, stopping_criteria=stopping_criteria)
+
+
+def parallel_generate(model, input_ids, attention_mask, generation_config, options, streamer=None,
+                      logits_processor=None, stopping_criteria=None):
     if getattr(model.model, "has_sliding_layers", False):
         raise NotImplementedError("parallel generate does not support sliding-window layers")
     if input_ids is None or input_ids.ndim != 2:
@@ -62,117 +92,21 @@ def parallel_generate(model, input_ids, attention_mask, generation_config, optio
     forced = options["forced_completions"]
     if forced is not None and len(forced) != input_ids.shape[0]:
         raise ValueError(f"forced_completions has {len(forced)} entries for a batch of {input_ids.shape[0]}")
+    settings = resolve(generation_config, options, input_ids.shape[1], logits_processor,
+                                           stopping_criteria, input_ids.device)
     processor = structure_processor(model.config, generation_config, options)
     seeds = None if forced is not None else Seeds(options["tokenizer"], model.config.multiverse_seed_token_ids)
     if streamer is not None and not hasattr(streamer, "on_token"):
-        if input_ids.shape[0] != 1:
-            raise ValueError("a TextStreamer-style streamer works with batch size 1; use a branch streamer")
+        if input_ids.shape[0] * (generation_config.num_return_sequences or 1) != 1:
+            raise ValueError("a TextStreamer-style streamer works with one output row; use a branch streamer")
         streamer.put(input_ids.cpu())
         streamer = LinearStreamer(streamer)
-    engine = ParallelEngine(model, generation_config, processor, seeds,
-                            dict(options, streamer=streamer, output_logits=bool(generation_config.output_logits)))
-    prompts = engine.run(input_ids, attention_mask, forced)
-    completions, logits, summaries = [], [], []
-    for state in prompts:
-        tokens, token_logits = state.root.linearize()
-        completions.append(tokens)
-        logits.append(token_logits)
-        summaries.append(summarize(state, tokens, model.config.multiverse_tag_ids))
-    width = max(len(c) for c in completions)
-    pad = generation_config.pad_token_id if generation_config.pad_token_id is not None else 0
-    tail = torch.full((len(completions), width), pad, dtype=input_ids.dtype)
-    for b, tokens in enumerate(completions):
-        tail[b, :len(tokens)] = torch.tensor(tokens, dtype=input_ids.dtype)
-    sequences = torch.cat([input_ids, tail.to(input_ids.device)], dim=1)
-    if not generation_config.return_dict_in_generate:
-        return sequences
-    return MultiverseGenerateOutput(sequences=sequences, multiverse=summaries,
-                                    logits=logits if generation_config.output_logits else None)
+    engine = ParallelEngine(model, generation_config, processor, seeds, dict(options, streamer=streamer, **settings))
+    samples = engine.run(input_ids, attention_mask, forced)
+    return build_output(input_ids, samples, generation_config, model.config.multiverse_tag_ids,
+                        model.config.vocab_size)
 
 
-def summarize(state, tokens, tag_ids) -> dict:
-    """Stats and tree of one prompt. The completion is read after its prompt, which may open a block."""
-    prompt = state.prompt_ids
-    result = parse(prompt + tokens, tag_ids)
-    prompt_critical = parse(prompt, tag_ids, allow_truncated=True).critical_path
-    index = {id(br): i for i, br in enumerate(state.branches)}
-    return {
-        "tokens": state.generated,
-        "steps": state.steps,
-        "parallelism": state.generated / state.steps if state.steps else 0.0,
-        "forks": state.forks,
-        "max_depth": max(br.stream.depth for br in state.branches),
-        "events": dict(state.events),
-        "repairs": [str(r) for r in result.repairs if r.index >= len(prompt)],
-        "seconds": state.seconds,
-        "critical_path": result.critical_path - prompt_critical,
-        "kv_slots": state.length - 1 - state.pad,  # cache slots holding prompt or generated tokens
-        "tree": tree_dict(result),
-        "branches": [{"id": i, "parent": index.get(id(br.parent)), "label": br.stream.label or "root",
-                      "depth": br.stream.depth, "start_step": br.start_step, "end_step": br.end_step,
-                      "tokens": len(br.tokens), "closed": br.stream.closed} for i, br in enumerate(state.branches)],
-    }
-
-
-def tree_dict(result) -> dict:
-    """Blocks and paths as plain data; spans index the unpadded prompt + completion."""
-    def block(b):
-        return {"start": b.start, "end": b.end, "closed": b.closed, "outlines": [o.label for o in b.outlines],
-                "paths": [{"label": p.label, "start": p.start, "end": p.end, "closed": p.closed,
-                           "blocks": [block(x) for x in p.blocks]} for p in b.paths]}
-    return {"length": result.length, "critical_path": result.critical_path, "blocks": [block(b) for b in result.blocks]}
-
-
-class LinearStreamer:
-    """Feeds a TextStreamer-style streamer (``put``/``end``) the completion in training order.
-
-    Paths decode together, but the text shows path 1 live and each later path as soon as the one
-    before it has closed, so the printed text is exactly the decoded sequence.
-    """
-
-    def __init__(self, streamer):
-        self.streamer = streamer
-        self.stack = None  # [branch, next token, next fork, next child]
-
-    def on_token(self, branch, token):
-        if self.stack is None:
-            root = branch
-            while root.parent is not None:
-                root = root.parent
-            self.stack = [[root, 0, 0, 0]]
-        self.flush()
-
-    def on_fork(self, parent, children):
-        pass
-
-    def on_merge(self, parent, children):
-        self.flush()
-
-    def flush(self):
-        out = []
-        while self.stack:
-            frame = self.stack[-1]
-            br, i, f, c = frame
-            cut = br.forks[f][0] if f < len(br.forks) else len(br.tokens)
-            if i < cut:
-                out += br.tokens[i:cut]
-                frame[1] = cut
-                continue
-            if f < len(br.forks):
-                children = br.forks[f][1]
-                if c < len(children):
-                    self.stack.append([children[c], 0, 0, 0])
-                    continue
-                frame[2], frame[3] = f + 1, 0
-                continue
-            if not br.done:
-                break
-            self.stack.pop()
-            if self.stack:
-                self.stack[-1][3] += 1
-        if out:
-            self.streamer.put(torch.tensor(out))
-
-    def end(self):
-        self.flush()
-        self.streamer.end()
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -83,5 +83,30 @@ class LayoutBuffers:
         self.visibility[b, sid, :sid + 1] = row
         self.visibility[b, :sid + 1, sid] = row
 
+    def add_stream(self, b: int, stream):
+        """Visibility of a newly opened ``structure.Stream``: what its parent sees, but not its earlier siblings
+        (the streams opened since its block's first path, ``Stream.siblings_from``). O(S) tensor work per stream,
+        no loop over the streams; the parent's row must be written already."""
+        sid = stream.sid
+        self.reserve(sid + 1)
+        row = torch.zeros(sid + 1, dtype=torch.bool, device=self.visibility.device)
+        if stream.parent is not None:
+            row[:sid] = self.visibility[b, stream.parent.sid, :sid]
+            row[stream.siblings_from:sid] = False
+        row[sid] = True
+        self.visibility[b, sid, :sid + 1] = row
+        self.visibility[b, :sid + 1, sid] = row
+
+    def add_sample(self, b: int, sid: int, prompt_sid: int, first_sample_sid: int):
+        """Visibility of a sample's own root segment (``num_return_sequences``): what the prompt's stream sees,
+        but none of the other samples of the prompt (segments from ``first_sample_sid`` on), as if the samples
+        were paths of a block opened over the prompt."""
+        self.reserve(sid + 1)
+        row = torch.zeros(sid + 1, dtype=torch.bool, device=self.visibility.device)
+        row[:first_sample_sid] = self.visibility[b, prompt_sid, :first_sample_sid]
+        row[sid] = True
+        self.visibility[b, sid, :sid + 1] = row
+        self.visibility[b, :sid + 1, sid] = row
+
     def mask(self, query_slots, kv_length: int):
         return dense_mask(self.segments[:, :kv_length], self.visibility, query_slots, kv_length)

@@ -5,14 +5,12 @@ thing overridden. It lives in the backbone because TRL's fused-head path calls t
 This folder is copied verbatim into every saved model as remote code: relative imports only.
 """
 
-import copy
-
 import torch
-from transformers import LogitsProcessorList, Qwen2ForCausalLM, Qwen2Model
+from transformers import Qwen2ForCausalLM, Qwen2Model
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from .configuration_multiverse import MultiverseConfig
-from .generation_api import autoregressive_seeds, parallel_generate, split_options, structure_processor
+from .generation_api import generate as multiverse_generate
 from .layout import batch_layouts, compute_layout
 from .masks import dense_mask, multiverse_mask_function
 
@@ -133,33 +131,6 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
     def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  streamer=None, **kwargs):
         """Parallel Multiverse decoding by default; ``multiverse_parallel=False`` decodes autoregressively
-        under the same mask. See ``generation_api`` for the Multiverse options."""
-        generation_config = copy.deepcopy(generation_config if generation_config is not None
-                                          else self.generation_config)
-        options = split_options(generation_config, kwargs)
-        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
-        # Generation settings go into the config; what is left are model inputs (attention_mask, ...).
-        model_kwargs = generation_config.update(**kwargs)
-        if not options["multiverse_parallel"]:
-            if options["cuda_graphs"]:
-                raise ValueError("cuda_graphs=True is for parallel decoding; autoregressive decoding has HF's own "
-                                 "cache_implementation='static' with compile")
-            # The limits always hold; enforce_structure=False lifts only the grammar's tag order.
-            processors = LogitsProcessorList(logits_processor or [])
-            # The engine's seeds are forced here too: a path cannot see its siblings, so not its own label.
-            processors.append(structure_processor(self.config, generation_config, options,
-                                                  autoregressive_seeds(self.config, options)))
-            if options["tokenizer"] is not None:
-                model_kwargs["tokenizer"] = options["tokenizer"]
-            return super().generate(input_ids, generation_config=generation_config, logits_processor=processors,
-                                    stopping_criteria=stopping_criteria, streamer=streamer, **model_kwargs)
-        attention_mask = model_kwargs.pop("attention_mask", None)
-        unused = model_kwargs
-        if unused:
-            raise ValueError(f"parallel generate does not take {sorted(unused)}; see generation_api for its options")
-        if logits_processor or stopping_criteria:
-            raise ValueError("parallel generate applies its own structure processor; custom logits processors and "
-                             "stopping criteria need multiverse_parallel=False")
-        if generation_config.max_new_tokens is None:
-            generation_config.max_new_tokens = 256
-        return parallel_generate(self, input_ids, attention_mask, generation_config, options, streamer=streamer)
+        under the same mask. See ``generation_api.generate`` for the options and the settings it honours."""
+        return multiverse_generate(self, super().generate, inputs, generation_config, logits_processor,
+                                   stopping_criteria, streamer, **kwargs)
