@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from multiverse.model_shapes import shape_config  # noqa: E402
 from multiverse.modeling_multiverse import parse, tag_token_ids  # noqa: E402
 from multiverse.modeling_multiverse.configuration_multiverse import QWEN25_TAG_IDS  # noqa: E402
+from multiverse.modeling_multiverse.masks import visibility_from_order  # noqa: E402
 from multiverse.trl_recipes.collator import MultiverseDataCollator  # noqa: E402
 from multiverse.trl_recipes.loss import add_chunked_lm_head  # noqa: E402
 
@@ -114,7 +115,7 @@ def sparsity(batch, block: int = 128) -> dict:
     Everything else is what a BlockMask lets the kernel skip; computed per segment, never as L x L.
     """
     seg = batch["mv_segment_ids"][0].numpy()
-    vis = batch["mv_visibility"][0].numpy()
+    vis = visibility_from_order(batch["mv_visibility"][0]).numpy()
     n, n_seg = len(seg), vis.shape[0]
     onehot = np.eye(n_seg, dtype=np.int64)[seg]  # [L, S]
     pairs = (np.cumsum(onehot, axis=0) * vis[seg]).sum() / (n * (n + 1) / 2)
@@ -161,7 +162,7 @@ def step_inputs(variant: str, batch, device, dtype):
     positions = batch["position_ids"].to(device)
     if variant == "b":
         seg = batch["mv_segment_ids"][0].to(device).long()
-        allowed = batch["mv_visibility"][0].to(device)[seg[:, None], seg[None, :]]  # the L x L the recipe avoids
+        allowed = visibility_from_order(batch["mv_visibility"][0].to(device))[seg[:, None], seg[None, :]]  # the L x L the recipe avoids
         steps = torch.arange(seg.shape[0], device=device)
         allowed &= steps[:, None] >= steps[None, :]
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)

@@ -70,18 +70,21 @@ def _build(items, out: Built, address, pos):
                 pos = out.emit(t, address, pos)
         for t in (NL, END_GOAL):
             pos = out.emit(t, address, pos)
-        goal_end = pos - 1
-        longest = 0
+        goal = pos - 1
+        last_end = longest = 0
         for k, path in enumerate(paths):
             child = address + ((uid, k),)
-            p = goal_end + 1
-            for t in (NL, PATH, 21 + k):  # the separator opens the path
-                p = out.emit(t, child, p)
+            # The reference training rule: <Path> at g + 1. The separator (which opens the path) takes
+            # g + 1 as well: for path 1 that is the reference's own layout, for paths 2..n our one deviation.
+            out.emit(NL, child, goal + 1)
+            p = out.emit(PATH, child, goal + 1)
+            p = out.emit(21 + k, child, p)
             p = _build(path, out, child, p)
-            p = out.emit(END_PATH, child, p)
-            longest = max(longest, p - (goal_end + 1))
-        pos = goal_end + 1 + longest
-        for t in (NL, CONCLUSION, *conclusion, END_CONCLUSION, NL, END_PARALLEL):
+            last_end = out.emit(END_PATH, child, p) - 1
+            longest = max(longest, last_end - goal)
+        out.emit(NL, address, last_end + 1)  # follows the last path in sequence order
+        pos = goal + longest + 1  # <Conclusion>
+        for t in (CONCLUSION, *conclusion, END_CONCLUSION, NL, END_PARALLEL):
             pos = out.emit(t, address, pos)
     return pos
 

@@ -10,9 +10,13 @@ from multiverse.modeling_multiverse.parser import parse
 from structures import TAG_IDS, build, reference_mask, stream
 
 
-def materialize(layout):
-    """The mask closure on an arange grid, ANDed with causality as create_causal_mask does."""
-    seg, vis = layout.segment_ids[None].long(), layout.visibility[None]
+def materialize(layout, form="order"):
+    """The mask closure on an arange grid, ANDed with causality as create_causal_mask does.
+
+    ``form``: the layout's linear segment order [S, 2], or the S x S matrix materialized from it (the engine's
+    form); the one mask function takes both."""
+    seg = layout.segment_ids[None].long()
+    vis = layout.order[None] if form == "order" else layout.visibility[None]
     n = seg.shape[1]
     q = torch.arange(n)[:, None]
     kv = torch.arange(n)[None, :]
@@ -26,7 +30,9 @@ def test_mask_equals_reference_on_random_nested_structures(items):
     built = build(items)
     layout = compute_layout(torch.tensor(built.ids), TAG_IDS)
     expected = torch.tensor(reference_mask(built.addresses), dtype=torch.bool).reshape(len(built.ids), -1)
-    assert torch.equal(materialize(layout), expected)
+    assert torch.equal(materialize(layout, "order"), expected)
+    assert torch.equal(materialize(layout, "matrix"), expected)
+    assert layout.order.shape == (len(layout.order), 2)
     assert layout.position_ids.tolist() == built.positions
     assert parse(built.ids, TAG_IDS, strict=True).ok
 
@@ -38,11 +44,12 @@ def test_engine_grid_equals_training_grid(items, rng):
     built = build(items)
     layout = compute_layout(torch.tensor(built.ids), TAG_IDS)
     n = len(built.ids)
-    seg, vis = layout.segment_ids[None].long(), layout.visibility[None]
-    engine = dense_mask(seg, vis, torch.arange(n)[None], n)
-    assert torch.equal(engine[0, 0], materialize(layout))
+    seg = layout.segment_ids[None].long()
     rows = torch.tensor([sorted(rng.sample(range(n), min(n, 5)))])
-    assert torch.equal(dense_mask(seg, vis, rows, n), closure_mask(seg, vis, rows, n))
+    for vis in (layout.order[None], layout.visibility[None]):
+        engine = dense_mask(seg, vis, torch.arange(n)[None], n)
+        assert torch.equal(engine[0, 0], materialize(layout))
+        assert torch.equal(dense_mask(seg, vis, rows, n), closure_mask(seg, vis, rows, n))
 
 
 def test_padding_goes_to_the_void_segment():
@@ -50,4 +57,4 @@ def test_padding_goes_to_the_void_segment():
     layout = compute_layout(ids, TAG_IDS, attention_mask=torch.tensor([0, 0, 1, 1]))
     assert layout.segment_ids.tolist() == [0, 0, 1, 1]
     assert layout.position_ids.tolist() == [0, 0, 0, 1]
-    assert not layout.visibility[0, 1] and layout.visibility[0, 0]
+    assert not layout.visibility[0, 1] and layout.visibility[0, 0] and not layout.visibility[1, 0]

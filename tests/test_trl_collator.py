@@ -22,12 +22,15 @@ def nested_example():
 
 
 def dense_from_batch(batch, b: int) -> torch.Tensor:
-    """Every (q, k) at once: causal, key not padding, and the segments' visibility looked up directly."""
-    seg, vis = batch["mv_segment_ids"][b].long(), batch["mv_visibility"][b]
+    """Every (q, k) at once: causal, key not padding, and the segments' visibility read from their order
+    (two ranks per segment: visible iff both ranks order the pair the same way)."""
+    seg, order = batch["mv_segment_ids"][b].long(), batch["mv_visibility"][b]
     keep = batch["attention_mask"][b].bool()
     n = seg.shape[0]
     causal = torch.ones(n, n, dtype=torch.bool).tril()
-    return causal & keep[None, :] & vis[seg[:, None], seg[None, :]]
+    ranks = order[seg]  # [L, 2]
+    before = ranks[:, None, :] <= ranks[None, :, :]  # [q, k, order]
+    return causal & keep[None, :] & (before[..., 0] == before[..., 1])
 
 
 def test_batch_is_padded_with_completion_only_labels():
@@ -49,7 +52,7 @@ def test_batch_is_padded_with_completion_only_labels():
     assert batch["mv_segment_ids"][1, n_short:].eq(0).all()  # padding sits in the void segment
     # Compact: nothing in the batch grows with L x L.
     assert all(t.numel() < n_long * n_long for t in batch.values())
-    assert batch["mv_visibility"].shape[1] < 10
+    assert batch["mv_visibility"].shape[1] < 10 and batch["mv_visibility"].shape[2] == 2  # linear in segments
     for b, built in enumerate((long, short)):
         n = len(built.ids)
         dense = dense_from_batch(batch, b)

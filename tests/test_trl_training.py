@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from multiverse.cli import app
 from multiverse.model_shapes import SHAPES, random_model
 from multiverse.modeling_multiverse import MultiverseModel, tag_token_ids
+from multiverse.modeling_multiverse.masks import visibility_from_order
 from multiverse.modeling_multiverse.tags import TAGS
 from multiverse.trl_recipes import MultiverseDataCollator
 from multiverse.trl_recipes import sft_autoregressive, sft_multiverse
@@ -118,7 +119,7 @@ def test_attention_mask_used_in_training_is_the_layout_mask(tokenizer, tmp_path,
         for b, which in enumerate(rows):
             n = len(examples[which])
             expected = torch.tensor(reference_mask(builts[which].addresses))
-            seg, vis = batch["mv_segment_ids"][b, :n].long(), batch["mv_visibility"][b]
+            seg, vis = batch["mv_segment_ids"][b, :n].long(), visibility_from_order(batch["mv_visibility"][b])
             layout = torch.ones(n, n, dtype=torch.bool).tril() & vis[seg[:, None], seg[None, :]]
             assert torch.equal(layout, expected)
             assert torch.equal(value[b, 0, :n, :n], expected)

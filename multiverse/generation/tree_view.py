@@ -7,16 +7,14 @@ def branch_tree(stats: dict) -> str:
     for br in stats["branches"]:
         children.setdefault(br["parent"], []).append(br)
     lines = []
-
-    def walk(br, depth):
+    # An explicit stack, not recursion: a tree is as deep as the nesting, and a prompt may nest hundreds deep.
+    stack = [(root, 0) for root in reversed(children.get(None, []))]
+    while stack:
+        br, depth = stack.pop()
         state = "" if br["closed"] or br["parent"] is None else "  (not closed)"
         lines.append(f"{'  ' * depth}{'└─ ' if depth else ''}{br['label']:<6} {br['tokens']:>5} tokens  "
                      f"steps {br['start_step']}-{br['end_step']}{state}")
-        for child in children.get(br["id"], []):
-            walk(child, depth + 1)
-
-    for root in children.get(None, []):
-        walk(root, 0)
+        stack.extend((child, depth + 1) for child in reversed(children.get(br["id"], [])))
     return "\n".join(lines)
 
 

@@ -3,20 +3,52 @@
 ``create_causal_mask(..., and_mask_function=multiverse_mask_function(...))`` ANDs it with causality
 and padding and turns it into a bool tensor (sdpa), an additive float tensor (eager) or a
 ``BlockMask`` (flex_attention). The engine materializes the same closure on its own index grid.
+
+Segment visibility comes in one of two forms, told apart by dtype, and every function here takes both:
+- *order* [B, S, 2] integers (``layout.segment_order``): two ranks per segment, linear in S. Segments a and b
+  see each other iff both ranks order them the same way. The parser's layout and the collator use it.
+- *matrix* [B, S, S] bool: the engine's, grown a row per branch as branches open (few segments per prompt).
 """
 
 import torch
 from transformers.masking_utils import and_masks, causal_mask_function
 
 
+def segment_visibility(visibility: torch.Tensor):
+    """``(batch_idx, seg_q, seg_k) -> bool`` over broadcastable index tensors, for either form: indexing only.
+
+    The two ranks are split into [B, S] tensors here, outside the closure: vmap (create_block_mask) cannot
+    index a batched tensor together with a constant last index.
+    """
+    if visibility.dtype == torch.bool:
+        return lambda batch_idx, seg_q, seg_k: visibility[batch_idx, seg_q, seg_k]
+    first, second = visibility[..., 0].contiguous(), visibility[..., 1].contiguous()
+
+    def visible(batch_idx, seg_q, seg_k):
+        return (first[batch_idx, seg_q] <= first[batch_idx, seg_k]) == (second[batch_idx, seg_q] <= second[batch_idx, seg_k])
+
+    return visible
+
+
+def visibility_from_order(order: torch.Tensor) -> torch.Tensor:
+    """[..., S, S] bool matrix from [..., S, 2] order (a matrix is returned as it is)."""
+    if order.dtype == torch.bool:
+        return order
+    first = order[..., :, None, 0] <= order[..., None, :, 0]
+    second = order[..., :, None, 1] <= order[..., None, :, 1]
+    return first == second
+
+
 def multiverse_mask_function(segment_ids: torch.Tensor, visibility: torch.Tensor):
     """``(b, h, q_idx, kv_idx) -> bool``: the key's segment is visible from the query's segment.
 
-    ``segment_ids`` is [B, L] over key indices, ``visibility`` is [B, S, S].
+    ``segment_ids`` is [B, L] over key indices, ``visibility`` is [B, S, 2] order or a [B, S, S] matrix.
     """
 
+    visible = segment_visibility(visibility)
+
     def multiverse_mask(batch_idx, head_idx, q_idx, kv_idx):
-        return visibility[batch_idx, segment_ids[batch_idx, q_idx], segment_ids[batch_idx, kv_idx]]
+        return visible(batch_idx, segment_ids[batch_idx, q_idx], segment_ids[batch_idx, kv_idx])
 
     return multiverse_mask
 
@@ -42,11 +74,15 @@ def dense_mask(segment_ids, visibility, query_slots, kv_length: int) -> torch.Te
     B x Q x K index tensors every decode step. tests/test_layout_mask.py checks the two are equal.
     """
     batch = torch.arange(query_slots.shape[0], device=segment_ids.device)[:, None]
-    rows = visibility[batch, segment_ids[batch, query_slots]]  # [B, Q, S]
-    keys = segment_ids[:, :kv_length].unsqueeze(1).expand(-1, query_slots.shape[1], -1)
-    visible = rows.gather(2, keys)
+    seg_q = segment_ids[batch, query_slots]  # [B, Q]
+    if visibility.dtype == torch.bool:
+        rows = visibility[batch, seg_q]  # [B, Q, S]
+        keys = segment_ids[:, :kv_length].unsqueeze(1).expand(-1, query_slots.shape[1], -1)
+        seen = rows.gather(2, keys)
+    else:
+        seen = segment_visibility(visibility)(batch[:, :, None], seg_q[:, :, None], segment_ids[:, None, :kv_length])
     causal = torch.arange(kv_length, device=segment_ids.device)[None, None, :] <= query_slots[:, :, None]
-    return (visible & causal)[:, None]
+    return (seen & causal)[:, None]
 
 
 def closure_mask(segment_ids, visibility, query_slots, kv_length: int) -> torch.Tensor:

@@ -5,19 +5,25 @@ Two modes over one grammar (``structure.Stream``):
 - strict, for training data: raises ``StructureError`` naming the broken rule and where.
 
 The parser also records the *runs* of the layout: each maximal span of units (tokens or chars) that
-belongs to one stream, with the position id of its first unit. ``layout.py`` turns runs into tensors.
+belongs to one stream and takes consecutive positions, with the position id of its first unit (a run
+splits where the position rule jumps, ``Stream.place``). ``layout.py`` turns runs into tensors.
 """
 
+import gc
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, STRAY, Stream
+from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, POSITION_RULES, REFERENCE, STRAY, Stream
 from .tags import (
     CODE_OF_TAG, CONCLUSION, END_CONCLUSION, END_OUTLINE, LABEL_PATTERN, OUTLINE, PARALLEL, PATH, TAG_PATTERN,
 )
 
 VOID_SID, ROOT_SID = 0, 1  # segment 0 holds padding and scratch rows; it sees only itself
+# What a label may look like before its ":" is read: the window it is read from grows while this holds, so a
+# label as long as nesting makes it ("1.2.1.1...") is read whole.
+_LABEL_SO_FAR = re.compile(r"\s*[0-9.]*\s*")
 
 
 class StructureError(ValueError):
@@ -29,7 +35,7 @@ class StructureError(ValueError):
         super().__init__(f"[{rule}] at {unit} {index}: {message}")
 
 
-@dataclass
+@dataclass(slots=True)
 class Repair:
     rule: str
     index: int
@@ -39,14 +45,14 @@ class Repair:
         return f"{self.rule}@{self.index}: {self.message}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outline:
     start: int
     end: int = -1
     label: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class PathNode:
     start: int  # first unit of the branch: its separator, before <Path>
     sid: int
@@ -57,7 +63,7 @@ class PathNode:
     tag_end: int = -1  # unit after <Path>
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     start: int  # unit index of <Parallel>
     depth: int  # 1 for a top-level block
@@ -69,7 +75,7 @@ class Block:
     closed: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class ParseResult:
     units: str  # "tokens" or "chars"
     length: int
@@ -86,8 +92,9 @@ class ParseResult:
 
     @property
     def critical_path(self) -> int:
-        """Positions spanned: the length when only the longest path of each block is counted."""
-        return max((p + (e - s) for s, e, _, p in self.runs), default=0)
+        """Decode steps: the length when only the longest path of each block is counted (the streams' step
+        clock, ``Stream.next_step``; not the largest position, which the reference rule makes smaller)."""
+        return max((s.next_step for s in self.streams), default=0)
 
     @property
     def ideal_parallelism(self) -> float:
@@ -123,10 +130,13 @@ def _id_items(ids, tag_ids):
 
 
 class IncrementalParser:
-    def __init__(self, strict: bool, allow_truncated: bool, units: str, text_of):
+    def __init__(self, strict: bool, allow_truncated: bool, units: str, text_of, position_rule: str = REFERENCE):
+        if position_rule not in POSITION_RULES:
+            raise ValueError(f"position_rule={position_rule!r}: must be one of {POSITION_RULES} "
+                             "(config.multiverse_position_rule)")
         self.strict, self.allow_truncated, self.units, self.text_of = strict, allow_truncated, units, text_of
         self.repairs, self.runs, self.blocks, self.all_blocks = [], [], [], []
-        self.streams = [Stream(sid=VOID_SID), Stream(sid=ROOT_SID)]
+        self.streams = [Stream(sid=VOID_SID), Stream(sid=ROOT_SID, position_rule=position_rule)]
         self.path_nodes, self.fork_children = {}, {}
         self.cur = self.streams[ROOT_SID]
 
@@ -135,19 +145,29 @@ class IncrementalParser:
             raise StructureError(rule, index, self.units, message)
         self.repairs.append(Repair(rule, index, message))
 
-    def advance(self, stream: Stream, start: int, end: int):
+    def advance(self, stream: Stream, code, start: int, end: int):
+        """Place units [start, end) of ``stream`` (``Stream.place``) and extend or open a run."""
+        pos = stream.place(code, end - start)
         run = self.runs[-1] if self.runs else None
-        if run is not None and run[2] == stream.sid and run[1] == start:
+        if run is not None and run[2] == stream.sid and run[1] == start and run[3] + (start - run[0]) == pos:
             run[1] = end
         else:
-            self.runs.append([start, end, stream.sid, stream.next_pos])
-        stream.next_pos += end - start
+            self.runs.append([start, end, stream.sid, pos])
 
     def label(self, start: int, end: int) -> str:
+        """The "1.2" of "1.2: ...", read from a window that grows while it could still be a label (labels
+        get longer with nesting; a fixed window misread them past ~30 levels)."""
         if self.text_of is None or end <= start:
             return ""
-        m = LABEL_PATTERN.match(self.text_of(start, min(end, start + 64)))
-        return m.group(1) if m else ""
+        width = 64
+        while True:
+            text = self.text_of(start, min(end, start + width))
+            m = LABEL_PATTERN.match(text)
+            if m:
+                return m.group(1)
+            if start + width >= end or not _LABEL_SO_FAR.fullmatch(text):
+                return ""
+            width *= 4
 
     def run(self, items, length: int):
         for code, start, end in items:
@@ -158,17 +178,17 @@ class IncrementalParser:
         """Read one item: text (``code`` None) or the tag ``code`` spanning units [start, end)."""
         cur = self.cur
         if code is None:
-            if not cur.text_allowed() and self.text_of is not None:
+            if self.text_of is not None and not cur.text_allowed():
                 text = self.text_of(start, end)
                 if text.strip():
                     where = cur.top.phase if cur.top else "before the branch's <Path>"
                     at = start + (len(text) - len(text.lstrip()) if self.units == "chars" else 0)
                     self.fail("text-between-tags", at, f"text {text.strip()[:40]!r} in a block's {where}")
-            self.advance(cur, start, end)
+            self.advance(cur, None, start, end)
             return
         frame = cur.top
+        self.advance(cur, code, start, end)  # placed before step: the rule reads the state the tag arrives in
         event, reason = cur.step(code, start)
-        self.advance(cur, start, end)
         if event == STRAY:
             expecting = cur.is_branch and not cur.opened
             self.fail("path-count" if expecting else "stray-tag", start,
@@ -177,7 +197,6 @@ class IncrementalParser:
             self.on_tag(cur, code, start, end)
         elif event == FORK:
             frame.node.goal_end = start
-            frame.goal_end_pos = cur.next_pos - 1
             self.fork_children.setdefault(cur.sid, []).append([])
             self.open_child(cur, frame, end)
         elif event == CLOSE:
@@ -263,12 +282,13 @@ def default_label(parent: Stream, k: int) -> str:
 
 
 def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool = False,
-          decode=None) -> ParseResult:
+          decode=None, position_rule: str = REFERENCE) -> ParseResult:
     """Parse ``source`` (a ``str`` or a sequence of token ids) into a ``ParseResult``.
 
     Token ids need ``tag_ids`` (the 12 tag ids in ``TAGS`` order). ``decode`` (ids -> str) lets id
     parsing read outline labels and check text between tags. ``allow_truncated`` accepts an input
-    that stops mid-structure (a prefix) without a repair or an error.
+    that stops mid-structure (a prefix) without a repair or an error. ``position_rule`` is one of
+    ``structure.POSITION_RULES`` (the model's ``config.multiverse_position_rule``).
     """
     if isinstance(source, str):
         units, items, length = "chars", _text_items(source), len(source)
@@ -279,8 +299,16 @@ def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool =
         ids = source.tolist() if hasattr(source, "tolist") else list(source)
         units, items, length = "tokens", _id_items(ids, tag_ids), len(ids)
         text_of = (lambda s, e: decode(ids[s:e])) if decode is not None else None
-    p = IncrementalParser(strict, allow_truncated, units, text_of)
-    p.run(items, length)
+    p = IncrementalParser(strict, allow_truncated, units, text_of, position_rule)
+    # A parse keeps every object it makes until it returns, so the cyclic collector would only rescan a growing
+    # heap: 60% of a 1 MB parse. It is paused for the parse and resumes as it was.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        p.run(items, length)
+    finally:
+        if collecting:
+            gc.enable()
     return ParseResult(units, length, p.blocks, p.all_blocks, p.repairs, [tuple(r) for r in p.runs],
                        p.streams, p.fork_children)
 

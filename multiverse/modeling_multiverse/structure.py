@@ -13,6 +13,8 @@ Rules (tolerant reading; the strict parser raises on every event marked stray or
   inside it (event ``abandoned_block``). When all branches closed, the parent is *merged* and its
   next tokens are ``<Conclusion> ... </Conclusion> </Parallel>``.
 - Every other tag is *stray*: it stays in the text and changes nothing.
+
+Positions (``Stream.place``, the one place the rule lives) follow ``POSITION_RULES``.
 """
 
 from dataclasses import dataclass, field
@@ -28,11 +30,22 @@ EXPECT_GOAL, GOAL_OPEN, IN_OUTLINE, FORKED, MERGED, IN_CONCLUSION, CONCLUDED = (
 # Phases where the strict grammar allows only whitespace text.
 NO_TEXT_PHASES = {EXPECT_GOAL, GOAL_OPEN, MERGED, CONCLUDED}
 
+# How position ids are laid out; recorded in ``MultiverseConfig.multiverse_position_rule``.
+# - "reference": the rule the published checkpoints were trained with (the reference training code).
+#   Positions run 0, 1, 2, ... and jump at two named tags, counting on from there: a block's every
+#   ``<Path>`` tag gets g + 1 (g = pos(</Goal>)), its ``<Conclusion>`` tag g + L + 1, where L is the
+#   largest pos(</Path>) - g over its paths. Nested blocks apply it in sequence order.
+# - "branch-start": the rule of models trained with this project before it followed the reference: each
+#   branch starts at g + 1 *with its separator*, so ``<Path>`` is one later, and the conclusion's separator
+#   starts at g + L + 1. Kept so that such a model keeps the positions it was trained on.
+REFERENCE, BRANCH_START = "reference", "branch-start"
+POSITION_RULES = (REFERENCE, BRANCH_START)
+
 # Events returned by Stream.step.
 OK, STRAY, FORK, CLOSE, EMPTY_GOAL, POP = "ok", "stray", "fork", "close", "empty_goal", "pop"
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """A block opened in this stream."""
 
@@ -41,12 +54,14 @@ class Frame:
     outline_starts: list = field(default_factory=list)
     goal_end: int = -1  # unit index of </Goal>
     goal_end_pos: int = -1  # position id of </Goal>
+    goal_end_step: int = -1  # decode step of </Goal> (the step clock, see Stream)
+    conclusion_pos: int = -1  # position id of <Conclusion> once merged: pos(</Goal>) + L + 1
     children: list = field(default_factory=list)  # branch Streams, in path order
     repair: str = ""  # set when the block was closed out of order
     node: object = None  # the parser's Block for this frame
 
 
-@dataclass
+@dataclass(slots=True)
 class Stream:
     """One branch context. ``address`` is ((block_uid, path_index), ...) from the root down."""
 
@@ -59,6 +74,15 @@ class Stream:
     opened: bool = False  # a branch has seen its <Path>
     closed: bool = False
     frames: list = field(default_factory=list)
+    position_rule: str = REFERENCE
+    # The step clock: decode steps, which is what "branch-start" positions were. A branch starts one step after
+    # its </Goal>, the conclusion one step after the longest branch. It measures the critical path and the
+    # path budget whatever the position rule.
+    start_step: int = 0
+    next_step: int = 0
+    # sid of the first path of this branch's block: the streams opened after it and before this one are this
+    # branch's earlier siblings and their subtrees (in the parser's order and the engine's alike).
+    siblings_from: int = -1
 
     @property
     def is_branch(self) -> bool:
@@ -74,8 +98,36 @@ class Stream:
 
     @property
     def extent(self) -> int:
-        """Positions this branch spans: its share of the critical path."""
-        return self.next_pos - self.start_pos
+        """Decode steps this branch has taken (its tokens, a nested block counted by its longest path): its share
+        of the critical path. Steps, not positions: under the reference rule a separator shares its <Path>'s."""
+        return self.next_step - self.start_step
+
+    def place(self, code: int | None, n: int = 1) -> int:
+        """Position of the next ``n`` units, text (``code`` None) or the tag ``code``, before ``step`` reads it.
+
+        The one place the position rule lives: the parser (hence the layout and the collator) and the engine
+        both place every unit through it. Returns the position of the first unit; the next ``n - 1`` follow.
+        """
+        self.next_step += n
+        if code is None:  # text never jumps (the hot path: most units are text)
+            pos = self.next_pos
+            self.next_pos += n
+            return pos
+        top = self.frames[-1] if self.frames else None
+        if self.position_rule == REFERENCE:
+            if code == PATH and self.parent is not None and not self.opened:
+                # A branch's <Path> tag gets g + 1. What came before it in the branch (the separator, normally
+                # one "\n") counted on from g + 1 as well: for path 1 that is the reference's own rule; for
+                # paths 2..n the reference puts the separator after the previous path's </Path>, which no
+                # parallel decoder can know, so it gets its own <Path>'s position. The only token that differs.
+                self.next_pos = self.start_pos
+            elif code == CONCLUSION and top is not None and top.phase == MERGED:
+                self.next_pos = top.conclusion_pos  # g + L + 1; its separator followed the last path
+        if code == END_GOAL and top is not None and top.phase == GOAL_OPEN:
+            top.goal_end_pos, top.goal_end_step = self.next_pos + n - 1, self.next_step - 1  # its last unit
+        pos = self.next_pos
+        self.next_pos += n
+        return pos
 
     def text_allowed(self) -> bool:
         """Whether non-whitespace text is legal here under the strict grammar."""
@@ -142,13 +194,22 @@ class Stream:
         """Open the next branch of ``frame``: it starts at pos(</Goal>) + 1, like every sibling."""
         k = len(frame.children)
         child = Stream(sid=sid, address=self.address + ((frame.start, k),), parent=self, label=label,
-                       start_pos=frame.goal_end_pos + 1, next_pos=frame.goal_end_pos + 1)
+                       start_pos=frame.goal_end_pos + 1, next_pos=frame.goal_end_pos + 1,
+                       start_step=frame.goal_end_step + 1, next_step=frame.goal_end_step + 1,
+                       position_rule=self.position_rule,
+                       siblings_from=frame.children[0].sid if frame.children else sid)
         frame.children.append(child)
         return child
 
     def merge(self, frame: Frame):
-        """All branches closed: the conclusion starts at pos(</Goal>) + longest path + 1."""
-        self.next_pos = frame.goal_end_pos + 1 + max(c.extent for c in frame.children)
+        """All branches closed. <Conclusion> gets pos(</Goal>) + L + 1 (L: the longest path's extent).
+
+        Under the reference rule what precedes it (its separator) counts on from the last path in sequence
+        order; under "branch-start" the separator already starts at g + L + 1.
+        """
+        frame.conclusion_pos = max(c.next_pos for c in frame.children)
+        self.next_step = max(c.next_step for c in frame.children)
+        self.next_pos = frame.children[-1].next_pos if self.position_rule == REFERENCE else frame.conclusion_pos
         frame.phase = MERGED
 
     # --- what the structure logits processor may allow next -------------------------------------

@@ -62,7 +62,7 @@ def train(model, tokenizer, dataset, out_dir: str, steps: int, batch_size: int =
                      report_to=[], use_cpu=True, gradient_checkpointing=False, bf16=False, max_length=512, seed=seed, data_seed=seed,
                      dataloader_num_workers=0, remove_unused_columns=False, completion_only_loss=True)
     collator = MultiverseDataCollator(model.config.multiverse_tag_ids, tokenizer.pad_token_id,
-                                      max_length=args.max_length)
+                                      max_length=args.max_length, position_rule=model.config.multiverse_position_rule)
     model.config._attn_implementation = "sdpa"  # FlexAttention has no backward on the CPU
     trainer = MultiverseSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                    data_collator=collator)

@@ -1,9 +1,10 @@
 """The Multiverse training collator: token ids in, compact structure tensors out.
 
 It emits ``input_ids``, ``attention_mask``, ``labels``, ``position_ids``, ``mv_segment_ids`` [B, L] and
-``mv_visibility`` [B, S, S]. The backbone (``MultiverseModel``) turns the last two into the attention mask:
-a FlexAttention ``BlockMask`` on CUDA, so no L x L tensor exists anywhere in training (sdpa, for CPU tests,
-builds a dense bool mask inside the model).
+``mv_visibility`` [B, S, 2] (the segments' order, ``layout.segment_order``: linear in the number of segments;
+``masks.visibility_from_order`` gives the S x S matrix). The backbone (``MultiverseModel``) turns the last two
+into the attention mask: a FlexAttention ``BlockMask`` on CUDA, so no L x L tensor exists anywhere in training
+(sdpa, for CPU tests, builds a dense bool mask inside the model).
 
 Everything comes from ``input_ids`` (and the labels), so the collator works with TRL's default
 ``remove_unused_columns=True``, and unknown columns are ignored when it is ``False``.
@@ -22,6 +23,7 @@ import torch
 
 from ..modeling_multiverse.layout import layout_from_parse
 from ..modeling_multiverse.parser import VOID_SID, parse
+from ..modeling_multiverse.structure import POSITION_RULES, REFERENCE
 
 IGNORE_INDEX = -100
 
@@ -46,6 +48,8 @@ class MultiverseDataCollator:
         pad_token_id: id written into padding (it is masked out, so any id works).
         max_length: cut longer examples to this many tokens (keep the start), or ``None``.
         pad_to_multiple_of: round the padded length up, e.g. to 128 for flex_attention's block size.
+        position_rule: how positions are laid out (``config.multiverse_position_rule``): train with the rule
+            the model will decode with.
 
     Each example is a dict with ``input_ids`` and either ``labels`` (-100 where no loss, as TRL prepares
     them), or ``completion_mask`` (1 on completion tokens), or neither (loss on every token).
@@ -55,6 +59,7 @@ class MultiverseDataCollator:
     pad_token_id: int
     max_length: int | None = None
     pad_to_multiple_of: int | None = None
+    position_rule: str = REFERENCE
 
     def __post_init__(self):
         self.tag_ids = [int(t) for t in self.tag_ids]
@@ -65,6 +70,9 @@ class MultiverseDataCollator:
             raise ValueError(f"max_length={self.max_length}: must be positive, or None for no truncation")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={self.pad_to_multiple_of}: must be positive or None")
+        if self.position_rule not in POSITION_RULES:
+            raise ValueError(f"position_rule={self.position_rule!r}: must be one of {POSITION_RULES} "
+                             "(config.multiverse_position_rule)")
 
     def _example(self, example, index: int):
         if "input_ids" not in example:
@@ -101,21 +109,21 @@ class MultiverseDataCollator:
         attention_mask = np.zeros((batch, length), dtype=np.int64)
         segment_ids = np.full((batch, length), VOID_SID, dtype=np.int32)  # padding lives in the void segment
         position_ids = np.zeros((batch, length), dtype=np.int64)
-        visibilities = []
+        orders = []
         for b, (ids, lab) in enumerate(rows):
             n = len(ids)
             input_ids[b, :n] = ids
             labels[b, :n] = lab
             attention_mask[b, :n] = 1
             # Tolerant parse: model-written or truncated structure is laid out, never rejected.
-            layout = layout_from_parse(parse(ids, self.tag_ids))
+            layout = layout_from_parse(parse(ids, self.tag_ids, position_rule=self.position_rule))
             segment_ids[b, :n] = layout.segment_ids.numpy()
             position_ids[b, :n] = layout.position_ids.numpy()
-            visibilities.append(layout.visibility.numpy())
-        n_segments = max(v.shape[0] for v in visibilities)
-        visibility = np.zeros((batch, n_segments, n_segments), dtype=bool)
-        for b, vis in enumerate(visibilities):
-            visibility[b, :vis.shape[0], :vis.shape[1]] = vis
+            orders.append(layout.order.numpy())
+        # Rows past a sequence's own segments belong to no token, so they are never read.
+        visibility = np.zeros((batch, max(len(o) for o in orders), 2), dtype=np.int64)
+        for b, order in enumerate(orders):
+            visibility[b, :len(order)] = order
         return {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention_mask),

@@ -78,7 +78,8 @@ def main(script_args, training_args, model_args):
         eval_dataset = load_training_dataset(split=script_args.dataset_test_split, **load)
 
     collator = MultiverseDataCollator(model.config.multiverse_tag_ids, pad_id, max_length=training_args.max_length,
-                                      pad_to_multiple_of=training_args.pad_to_multiple_of)
+                                      pad_to_multiple_of=training_args.pad_to_multiple_of,
+                                      position_rule=getattr(model.config, "multiverse_position_rule", "reference"))
     return run_recipe(model, tokenizer, model_args, training_args, script_args, train_dataset, eval_dataset, collator)
 
 
