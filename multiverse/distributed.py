@@ -1,0 +1,89 @@
+"""Running the CLIs and recipes on several processes, on the engines torch, transformers and accelerate provide.
+
+Nothing here distributes work itself: ``torchrun`` starts the processes, transformers shards a model for
+generation (``tp_plan="auto"``, torch DTensor) and accelerate runs training (DDP, FSDP2, DeepSpeed). What is
+ours is the glue a multi-process run needs:
+- ``launched_world_size()`` / ``is_main_process()``: how many processes the launcher asked for, and whether
+  this one prints and writes files (rank 0);
+- ``generation_load_kwargs()``: under ``torchrun`` a model is loaded tensor-parallel over the launched ranks;
+- ``check_training_launch()``: a run launched for N processes must be one N-process job; otherwise every process
+  would train the whole model alone and all of them would write the same output_dir;
+- ``destroy_process_group_at_exit()``: gloo's teardown aborts a rank (exit -6) unless the group is destroyed.
+"""
+
+import atexit
+import os
+
+
+def launched_world_size() -> int:
+    """Processes the launcher (torchrun, accelerate launch, deepspeed) started: its WORLD_SIZE, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_rank() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True on the one process that prints results and writes files (rank 0, or a run without a launcher)."""
+    return process_rank() == 0
+
+
+def _destroy():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_registered = False
+
+
+def destroy_process_group_at_exit():
+    """Destroy the default process group when the interpreter exits (idempotent)."""
+    global _registered
+    if not _registered:
+        atexit.register(_destroy)
+        _registered = True
+
+
+def generation_load_kwargs(device: str) -> dict:
+    """``from_pretrained`` keyword arguments for a CLI that generates: tensor-parallel over the launched ranks
+    under torchrun (transformers' DistributedConfig, which also starts the process group), else nothing.
+    The model must then stay where transformers put it, so ``device`` is refused unless it is the default."""
+    world = launched_world_size()
+    if world <= 1:
+        return {}
+    if device not in ("cpu", "auto", None):
+        raise ValueError(f"device={device!r} under a launcher of {world} processes: tensor parallelism places each "
+                         "rank's shard itself (on CUDA device LOCAL_RANK, or the CPU); leave --device unset")
+    from transformers import DistributedConfig
+
+    destroy_process_group_at_exit()
+    return {"distributed_config": DistributedConfig(tp_plan="auto")}
+
+
+def check_training_launch(training_args):
+    """Stop a run that was launched for several processes but did not come up as one distributed job.
+
+    Raises RuntimeError naming what the launcher asked for and what transformers saw: for example, FSDP's
+    accelerate config on a machine without GPUs starts two processes that each train alone
+    (``parallel_mode != DISTRIBUTED``) and both write the same output_dir."""
+    from transformers.training_args import ParallelMode
+
+    world = launched_world_size()
+    if world <= 1:
+        return
+    mode = training_args.parallel_mode
+    if mode != ParallelMode.DISTRIBUTED or training_args.world_size != world:
+        raise RuntimeError(
+            f"this run was launched for {world} processes (WORLD_SIZE={world}) but came up as "
+            f"parallel_mode={mode.value}, world_size={training_args.world_size}: each process would train alone and "
+            f"all of them would write {training_args.output_dir!r}. On the CPU launch with `torchrun "
+            f"--nproc-per-node {world} -m multiverse.trl_recipes.sft_multiverse ... --use_cpu` (gloo DDP); on GPUs "
+            "use `accelerate launch --config_file .../fsdp.yaml` with one process per GPU.")
+    destroy_process_group_at_exit()
