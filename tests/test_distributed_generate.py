@@ -40,7 +40,7 @@ def single_process(model, tokenizer, case, static=False):
     else:
         kwargs.update(do_sample=True, temperature=case["temperature"], top_p=0.95, seed=case["seed"])
     out = model.generate(torch.tensor([case["prompt"]]), **kwargs)
-    return out.sequences[0, len(case["prompt"]):].tolist(), out.multiverse[0], out.logits
+    return out.sequences[0, len(case["prompt"]):].tolist(), out.multiverse[0], out.position_logits
 
 
 def test_tensor_parallel_generate_equals_one_process(folder, tokenizer, tmp_path):

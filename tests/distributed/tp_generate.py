@@ -34,7 +34,7 @@ def run_case(model, tok, case):
     else:
         out = model.generate(ids, **kwargs)
     cache = model._multiverse_static_decode[0] if case.get("static_decode") else None
-    logits = out.logits[0] if case["kind"] == "replay" else []
+    logits = out.position_logits[0] if case["kind"] == "replay" else []
     return {"sequence": out.sequences[0, len(case["prompt"]):].tolist(), "steps": out.multiverse[0]["steps"],
             "forks": out.multiverse[0]["forks"],
             "logits": [lg.tolist() if lg is not None else None for lg in logits],
