@@ -9,7 +9,7 @@ GENERATION_FIELDS = set(GenerationConfig().to_dict())
 
 
 def run_engine(model, prompts, forced=None, max_new_tokens=256, logits_processor=None, stopping_criteria=None,
-               **options):
+               streamer=None, **options):
     """parallel_generate on a model that is not a MultiverseForCausalLM (the table mock).
 
     Keyword arguments that name a ``GenerationConfig`` field set it; the others are Multiverse options."""
@@ -28,4 +28,4 @@ def run_engine(model, prompts, forced=None, max_new_tokens=256, logits_processor
         ids[b, width - len(p):] = torch.tensor(p)
         mask[b, width - len(p):] = 1
     return parallel_generate(model, ids, mask, gc, opts, logits_processor=logits_processor,
-                             stopping_criteria=stopping_criteria)
+                             stopping_criteria=stopping_criteria, streamer=streamer)

@@ -217,3 +217,22 @@ def test_num_return_sequences_share_the_prompts_kv(tiny_model, tokenizer):
         for i, lg in enumerate(out.position_logits[r]):
             if lg is not None:
                 torch.testing.assert_close(lg, reference[i], atol=1e-4, rtol=0)
+
+
+class Collect:
+    def __init__(self):
+        self.chunks = []
+
+    def put(self, value):
+        self.chunks.append(value.flatten().tolist())
+
+    def end(self):
+        pass
+
+
+def test_a_streamer_gets_the_closing_tags_of_a_cut(tokenizer, tok):
+    prompt = tokenizer.encode(FORK_PROMPT)
+    sink = Collect()
+    out = run_engine(forking_model(tokenizer, tok), [prompt], max_new_tokens=20, tokenizer=tokenizer, streamer=sink)
+    assert out.multiverse[0]["closing_tags"] > 0  # both paths were open when the budget ran out
+    assert [t for chunk in sink.chunks[1:] for t in chunk] == out.sequences[0, len(prompt):].tolist()

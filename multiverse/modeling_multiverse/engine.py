@@ -378,7 +378,10 @@ class ParallelEngine:
         if any(codes for _, codes in closing):
             state.events["cut"] += 1
             for br, codes in closing:
-                br.tokens += [self.tag_ids[c] for c in codes]
+                for code in codes:
+                    br.tokens.append(self.tag_ids[code])
+                    if self.streamer is not None:  # streamed text stays the returned sequence
+                        self.streamer.on_token(br, self.tag_ids[code])
         state.done = True
         for br in state.branches:
             br.done = True

@@ -51,8 +51,23 @@ def generate(model, parent_generate, inputs=None, generation_config=None, logits
     """Parallel Multiverse decoding by default; ``multiverse_parallel=False`` decodes with ``parent_generate``
     (stock HF ``generate``) under the same mask, the structure processor enforcing the grammar and limits.
 
-    Parallel decoding honours or refuses every ``GenerationConfig`` field (``generation_settings`` lists which);
-    custom ``logits_processor`` and ``stopping_criteria`` run per branch row over the ids it can see. Returns
+    Parallel decoding honours or refuses every ``GenerationConfig`` field (``generation_settings`` says how):
+
+    - honoured: ``max_new_tokens`` (exact, closing tags of a cut included), ``max_length``, ``min_new_tokens``,
+      ``min_length``, ``max_time``, ``stop_strings`` (with ``tokenizer=``), ``do_sample``, ``temperature``,
+      ``top_k``, ``top_p``, ``min_p``, ``top_h``, ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``,
+      ``renormalize_logits``, ``repetition_penalty``, ``no_repeat_ngram_size``, ``bad_words_ids``,
+      ``sequence_bias``, ``suppress_tokens``, ``remove_invalid_values``, ``num_return_sequences``,
+      ``output_scores``, ``output_logits``, ``return_dict_in_generate``, ``eos_token_id`` (one or several),
+      ``pad_token_id`` (else eos pads), ``bos_token_id``, ``use_cache=True``, ``disable_compile``;
+    - refused with ``ValueError`` naming the field and value: beam search (``num_beams``, ``num_beam_groups``,
+      ``length_penalty``, ``early_stopping``, ``diversity_penalty``, ``constraints``, ``force_words_ids``),
+      assisted and prompt-lookup decoding, contrastive search, DoLa, guidance, watermarking, token healing,
+      encoder-decoder and forced bos/eos settings, ``begin_suppress_tokens``,
+      ``exponential_decay_length_penalty``, ``output_attentions``, ``output_hidden_states``, cache and compile
+      settings, ``use_cache=False``, and model kwargs other than ``attention_mask``.
+
+    Custom ``logits_processor`` and ``stopping_criteria`` run per branch row over the ids it can see. Returns
     ``sequences`` in the training layout, or with ``return_dict_in_generate=True`` a ``MultiverseGenerateOutput``
     (HF's ``sequences``/``scores``/``logits``, plus the per-row tree and statistics in ``multiverse``).
     """
