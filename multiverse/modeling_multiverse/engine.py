@@ -314,7 +314,8 @@ class ParallelEngine:
         if self.record_chosen:
             for br, token in emitted:  # forced: the logits in hand, if any (a path's first: its parent's)
                 held = where.get(br) or (where.get(br.parent) if not br.tokens else None)
-                br.in_hand[len(br.tokens)] = (None if held is None else logits[held], None)
+                # a copy: a CUDA-graph step rewrites its logits buffer in place
+                br.in_hand[len(br.tokens)] = (None if held is None else logits[held].clone(), None)
         if emitted and self.sampler.presence is not None:
             self.sampler.observe([br.presence_row for br, _ in emitted],
                                  torch.tensor([t for _, t in emitted], device=logits.device))
