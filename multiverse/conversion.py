@@ -1,4 +1,9 @@
-"""Turn a Qwen2-family checkpoint into a Multiverse one: tags added, embeddings initialized, config."""
+"""Turn a Qwen2-family checkpoint into a Multiverse one: tags added, embeddings initialized, config.
+
+On a checkpoint that already has the 12 tags (Multiverse4FM/Multiverse-32B) ``convert`` changes nothing but
+the config: the same weights and tokenizer, with ``model_type: multiverse``, the tag ids and the remote
+code, so the folder also loads with ``trust_remote_code=True`` where the package is not installed.
+"""
 
 from pathlib import Path
 
@@ -15,14 +20,18 @@ def add_multiverse_tokens(tokenizer, model=None, pad_to_multiple_of: int = 64) -
     """Add the 12 tags to ``tokenizer`` (and resize ``model``); returns their ids in ``TAGS`` order.
 
     Each new embedding row, and the untied LM-head row, starts as the mean of the rows of the tokens
-    the tag's own text had before it became one token. Tags are not "special": decoding with
-    ``skip_special_tokens=True`` keeps the structure.
+    the tag's own text had before it became one token. The tags are special tokens, as the reference
+    training code adds them (so a tokenizer of ours and the published one behave alike): decode with
+    ``multiverse.transcripts.completion_text`` or ``skip_special_tokens=False``, never ``True``, to keep them.
     """
     vocab = tokenizer.get_vocab()
     missing = [t for t in TAGS if t not in vocab]
     pieces = {t: tokenizer.encode(t, add_special_tokens=False) for t in missing}
     if missing:
-        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in missing])
+        # The reference: tokenizer.add_special_tokens({"additional_special_tokens": [...12 tags...]}).
+        tokenizer.add_special_tokens(
+            {"extra_special_tokens": [AddedToken(t, normalized=False, special=True) for t in missing]},
+            replace_extra_special_tokens=False)  # v4 called them additional_special_tokens
     ids = tag_token_ids(tokenizer)
     if model is not None:
         old_rows = model.get_input_embeddings().weight.shape[0]
@@ -62,17 +71,22 @@ def seed_token_ids(tokenizer) -> dict | None:
 
 
 def convert(base: str, out: str, dtype: str = "auto") -> Path:
-    """Convert a Qwen2-family checkpoint (a folder, or a Hub id when the Hub is reachable) into ``out``."""
-    from transformers import AutoConfig, AutoTokenizer
+    """Convert a Qwen2-family checkpoint (a folder, or a Hub id when the Hub is reachable) into ``out``.
+
+    The base's config is read as data and its weights load into the installed class: a base carrying an
+    ``auto_map`` runs none of its code.
+    """
+    import transformers
+    from transformers import AutoTokenizer, PretrainedConfig
 
     from .modeling_multiverse import MultiverseForCausalLM
 
-    base_config = AutoConfig.from_pretrained(base)
-    if base_config.model_type not in ("qwen2", "multiverse"):
-        raise ValueError(f"{base} is a {base_config.model_type!r} model; convert takes Qwen2-family checkpoints")
-    fields = {k: v for k, v in base_config.to_dict().items()
-              if k not in ("model_type", "architectures", "auto_map", "transformers_version")}
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    raw, _ = PretrainedConfig.get_config_dict(base)
+    if raw.get("model_type") not in ("qwen2", "multiverse"):
+        raise ValueError(f"{base} is a {raw.get('model_type')!r} model; convert takes Qwen2-family checkpoints")
+    fields = {k: v for k, v in raw.items() if k not in ("model_type", "architectures", "auto_map")}
+    fields["transformers_version"] = transformers.__version__
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
     config = MultiverseConfig(**fields)
     model = MultiverseForCausalLM.from_pretrained(base, config=config, dtype=dtype)
     add_multiverse_tokens(tokenizer, model)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from multiverse.cli import app
 from multiverse.modeling_multiverse import TAGS, MultiverseForCausalLM, tag_token_ids
 from multiverse.tokenization import train_tokenizer
-from multiverse.transcripts import read_transcript
+from multiverse.transcripts import completion_text, read_transcript
 from multiverse.testing import corpus_files
 
 PROBE = "Think.\n<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>\n" \
@@ -78,8 +78,9 @@ def test_convert_save_and_reload_in_fresh_process(tmp_path):
         for new, old in ((model.get_input_embeddings(), base_model.get_input_embeddings()),
                          (model.get_output_embeddings(), base_model.get_output_embeddings())):
             torch.testing.assert_close(new.weight[tid], old.weight[pieces[tag]].mean(0))
-    # the decoded tags survive skip_special_tokens
-    assert "<Parallel>" in tok.decode(tok.encode(PROBE), skip_special_tokens=True)
+    # the tags are special, as the reference adds them: completion_text keeps them, skip_special_tokens drops them
+    assert completion_text(tok, tok.encode(PROBE)) == PROBE
+    assert "<Parallel>" not in tok.decode(tok.encode(PROBE), skip_special_tokens=True)
 
     with torch.no_grad():
         here = model(torch.tensor([tok.encode(PROBE)])).logits[0]
@@ -98,7 +99,9 @@ def test_plain_qwen2_with_tags_loads_into_multiverse(tmp_path):
     with torch.no_grad():
         structured = model(ids).logits
         causal = qwen(ids).logits
-    path2 = PROBE.index("\n<Path>\n2")
-    n_before = len(tok.encode(PROBE[:path2]))
+    # Up to the paths the layout is causal; from the first <Path> tag on, positions follow the reference
+    # training rule (every <Path> at pos(</Goal>) + 1) and path 2 no longer sees path 1.
+    n_before = len(tok.encode(PROBE[:PROBE.index("</Goal>\n") + len("</Goal>\n")]))
     torch.testing.assert_close(structured[:, :n_before], causal[:, :n_before], atol=1e-5, rtol=0)
-    assert (structured[:, n_before:] - causal[:, n_before:]).abs().max() > 1e-4  # path 2 no longer sees path 1
+    path2 = len(tok.encode(PROBE[:PROBE.index("\n<Path>\n2")]))
+    assert (structured[:, path2:] - causal[:, path2:]).abs().max() > 1e-4
