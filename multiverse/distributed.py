@@ -54,13 +54,11 @@ def destroy_process_group_at_exit():
 def generation_load_kwargs(device: str) -> dict:
     """``from_pretrained`` keyword arguments for a CLI that generates: tensor-parallel over the launched ranks
     under torchrun (transformers' DistributedConfig, which also starts the process group), else nothing.
-    The model must then stay where transformers put it, so ``device`` is refused unless it is the default."""
+    Tensor parallelism places each rank's shard itself (CUDA device LOCAL_RANK when there is one, else the CPU),
+    so the caller must leave the model where it is: ``device`` is then ignored."""
     world = launched_world_size()
     if world <= 1:
         return {}
-    if device not in ("cpu", "auto", None):
-        raise ValueError(f"device={device!r} under a launcher of {world} processes: tensor parallelism places each "
-                         "rank's shard itself (on CUDA device LOCAL_RANK, or the CPU); leave --device unset")
     from transformers import DistributedConfig
 
     destroy_process_group_at_exit()
@@ -87,3 +85,22 @@ def check_training_launch(training_args):
             f"--nproc-per-node {world} -m multiverse.trl_recipes.sft_multiverse ... --use_cpu` (gloo DDP); on GPUs "
             "use `accelerate launch --config_file .../fsdp.yaml` with one process per GPU.")
     destroy_process_group_at_exit()
+
+
+def rank_private_dir(out, keep: tuple[str, ...] = ()):
+    """``out`` on the main process; on the others a private temporary folder holding a copy of the ``keep`` files
+    of ``out`` as they are now, removed at exit. Every rank of a tensor-parallel run must do the same work (the
+    ranks meet in every layer), so each resumes from the same records, but only rank 0 writes into ``out``.
+    Call it before the model is loaded: loading joins the ranks, and rank 0 appends nothing before that."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if is_main_process():
+        return out
+    private = Path(tempfile.mkdtemp(prefix=f"multiverse-rank{process_rank()}-"))
+    atexit.register(shutil.rmtree, private, True)
+    for name in keep:
+        if (Path(out) / name).is_file():
+            shutil.copy(Path(out) / name, private / name)
+    return private

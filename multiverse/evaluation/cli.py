@@ -84,6 +84,7 @@ def evaluate(model: str = typer.Argument(..., help="A Multiverse model folder (o
     from .runner import MODES
     from .runner import evaluate as run_eval
     from .summary import summarize
+    from ..distributed import is_main_process, rank_private_dir
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     if not mode_list or set(mode_list) - set(MODES):
@@ -99,7 +100,8 @@ def evaluate(model: str = typer.Argument(..., help="A Multiverse model folder (o
                     **sampling)
     try:
         problems = load_benchmark(benchmark, limit)
-        log = RecordLog(out, settings)
+        # Under torchrun, ranks other than 0 log into a private copy: all resume alike, rank 0 alone writes `out`.
+        log = RecordLog(rank_private_dir(out, keep=("records.jsonl",)), settings)
     except USER_ERRORS as err:
         _fail(err)
     lm, tok = load_model_or_fail(model, dtype, device, trust_remote_code)
@@ -107,11 +109,13 @@ def evaluate(model: str = typer.Argument(..., help="A Multiverse model folder (o
         records = run_eval(lm, tok, problems, budgets, mode_list, batch_size=batch_size, preset=chosen, chat=chat,
                            options=dict(max_branches=max_branches, max_depth=max_depth), sampling=sampling,
                            num_samples=num_samples, budget_rule=rule, max_total_tokens=max_total_tokens,
-                           progress=progress, log=log)
+                           progress=progress and is_main_process(), log=log)
     except ValueError as err:
         _fail(err)
     finally:
         log.close()
+    if not is_main_process():  # every rank made the same records; rank 0 alone reports
+        return
     rows = summarize(records)
     settings.update(budgets=budgets, modes=mode_list, num_samples=num_samples, problems=len(problems),
                     greedy=not sampling.get("temperature"))

@@ -68,7 +68,7 @@ def generate(model: str = typer.Argument(..., help="A Multiverse model folder (o
                                  param_hint="--max-total-tokens")
     budget_tokens = max_new_tokens or chosen.max_new_tokens or 1024
     lm, tok = load_model_or_fail(model, dtype, device, trust_remote_code)
-    ids = torch.tensor([prompt_ids(tok, prompt, chosen, chat)], device=device)
+    ids = torch.tensor([prompt_ids(tok, prompt, chosen, chat)], device=lm.device)
     mode = "autoregressive" if sequential else "parallel"
     limits = budget_kwargs(mode, budget_tokens, rule, max_total_tokens)
     kwargs = dict(limits, do_sample=sampling["temperature"] > 0, tokenizer=tok, max_branches=max_branches,
@@ -87,6 +87,10 @@ def generate(model: str = typer.Argument(..., help="A Multiverse model folder (o
         out = lm.generate(ids, **kwargs)
     except ValueError as e:  # a setting generate refuses (e.g. --cuda-graphs on a CPU): a usage error
         raise typer.BadParameter(str(e)) from e
+    from ..distributed import is_main_process
+
+    if not is_main_process():  # under torchrun every rank generated the same; rank 0 alone prints and writes
+        return
     completion = out.sequences[0, ids.shape[1]:].tolist()
     if sequential:
         eos = lm.generation_config.eos_token_id
