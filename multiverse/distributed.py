@@ -13,6 +13,7 @@ ours is the glue a multi-process run needs:
 
 import atexit
 import os
+import warnings
 
 
 def launched_world_size() -> int:
@@ -85,6 +86,24 @@ def check_training_launch(training_args):
             f"--nproc-per-node {world} -m multiverse.trl_recipes.sft_multiverse ... --use_cpu` (gloo DDP); on GPUs "
             "use `accelerate launch --config_file .../fsdp.yaml` with one process per GPU.")
     destroy_process_group_at_exit()
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state:  # the trainer's Accelerator exists: what accelerate really runs
+        message = engine_mismatch(AcceleratorState().distributed_type.value)
+        if message:
+            warnings.warn(message, stacklevel=2)
+
+
+def engine_mismatch(actual: str) -> str | None:
+    """What to tell a user whose accelerate config asked for FSDP or DeepSpeed when accelerate runs another
+    engine: accelerate 1.x applies them only on accelerators, so on CPUs the FSDP config runs as DDP (MULTI_CPU),
+    which is correct but keeps a whole model and optimizer state in every process."""
+    for env, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
+        if os.environ.get(env, "false").lower() == "true" and actual != engine:
+            return (f"the accelerate config asks for {engine} but accelerate runs this job as {actual}: every "
+                    "process holds the whole model and its optimizer state (accelerate applies "
+                    f"{engine} on GPUs only)")
+    return None
 
 
 def rank_private_dir(out, keep: tuple[str, ...] = ()):
