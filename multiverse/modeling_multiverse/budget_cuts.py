@@ -19,9 +19,7 @@ the stream is open), which keeps these counts local to a stream.
 
 import copy
 
-from .structure import (
-    CONCLUDED, EXPECT_GOAL, FORK, FORKED, GOAL_OPEN, IN_CONCLUSION, IN_OUTLINE, MERGED,
-)
+from .structure import CONCLUDED, EXPECT_GOAL, FORK, FORKED, IN_CONCLUSION, IN_OUTLINE, MERGED
 from .tags import (
     CONCLUSION, END_CONCLUSION, END_GOAL, END_OUTLINE, END_PARALLEL, END_PATH, GOAL, OUTLINE, PATH,
 )
