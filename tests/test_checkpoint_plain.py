@@ -83,6 +83,23 @@ def test_eval_on_the_plain_checkpoint_grades_after_think(chain_checkpoint, tmp_p
         ("parallel", 8, 0.5), ("parallel", 16, 0.5), ("autoregressive", 8, 0.5), ("autoregressive", 16, 0.5)]
 
 
+def test_sequential_generate_honours_json_and_html(chain_checkpoint, tmp_path):
+    page = tmp_path / "seq.html"
+    result = CliRunner().invoke(app, ["generate", str(chain_checkpoint), "-p", "hi", "--sequential", "--json",
+                                      "--html", str(page), "--preset", "multiverse-eval", "--max-new-tokens", "9",
+                                      "--temperature", "0"])  # the preset samples; greedy keeps the chain
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (stats["tokens"], stats["steps"], stats["forks"], len(stats["branches"])) == (5, 5, 0, 1)
+    assert stats["budget"] == "critical-path 9"  # the preset's rule; one token per step when sequential
+    assert result.stdout.startswith(COMPLETION + "\n") and "&lt;/Think&gt;" in page.read_text()
+
+
+def test_a_mistyped_model_folder_is_reported_without_a_hub_lookup(tmp_path):
+    result = CliRunner().invoke(app, ["generate", str(tmp_path / "no" / "such-model"), "-p", "hi"])
+    assert result.exit_code == 1 and "no such folder" in result.output
+
+
 def _poison(folder, model_type):
     config = json.loads((folder / "config.json").read_text())
     config.update(model_type=model_type, auto_map={"AutoConfig": "evil.EvilConfig",

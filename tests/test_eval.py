@@ -72,6 +72,8 @@ def test_evaluate_grades_replayed_completions_per_budget(tiny_model, tokenizer, 
     for k in "abcd":
         # A cut completion may close its open tags within the budget (the engine's closing tags count too).
         assert by[full, k]["tokens"] == lengths[k] and by[10, k]["tokens"] <= 10
+    for k in "abcd":  # the records keep the structure: the tokenizer's tags are special tokens
+        assert by[full, k]["completion"] == forced[k]
     assert by[full, "a"]["forks"] == 1 and by[full, "c"]["forks"] == 2 and by[full, "d"]["forks"] == 0
     assert by[full, "a"]["steps"] < by[full, "a"]["tokens"] and by[full, "d"]["steps"] == by[full, "d"]["tokens"]
     rows = {r["max_new_tokens"]: r for r in summarize(records)}
