@@ -58,7 +58,9 @@ def convert(base: str = typer.Argument(..., help="Qwen2-family checkpoint: a loc
 @app.command()
 def stats(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Files of model output"),
           tokenizer: str = typer.Option(None, help="Count tokens with this tokenizer instead of characters"),
-          as_json: bool = typer.Option(False, "--json", help="One JSON object per file, then the totals")):
+          as_json: bool = typer.Option(False, "--json", help="One JSON object per file, then the totals"),
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                 help="Run the tokenizer folder's own code")):
     """Structure statistics: blocks, depth, paths per block, critical path and ideal parallelism."""
     from .stats import file_stats, total_stats
 
@@ -68,7 +70,9 @@ def stats(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, h
 
         from .hub_cards.loading import resolve_model_path
 
-        tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer, "--tokenizer"))
+        # Explicit: left at None, transformers asks on the terminal when the folder has remote code.
+        tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer, "--tokenizer"),
+                                            trust_remote_code=trust_remote_code)
     rows = []
     for path in files:
         row = file_stats(path, tok)

@@ -155,6 +155,7 @@ def evaluate(model, tokenizer, problems: list[Problem], budgets: list[int], mode
                     continue  # finished before an interruption; made again only because its batch was cut
                 g = grade_problem(out["text"], problem)
                 record = dict(id=problem.id, sample=sample, mode=mode, max_new_tokens=budget, budget=budget_rule,
+                              kind="choice" if problem.choices else "math",
                               correct=g.correct, predicted=g.predicted, answer=problem.answer,
                               tokens=out["tokens"], steps=out["steps"], forks=out["forks"],
                               critical_path=out["critical_path"],
