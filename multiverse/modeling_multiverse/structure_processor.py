@@ -49,6 +49,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         self.eos_ids = torch.tensor(eos, dtype=torch.long)
         self._code_of = {int(t): c for c, t in enumerate(tag_ids)}
         self.seeds = seeds
+        self._end_path, self._cols = int(self.tag_ids[END_PATH]), None
         self._rows: list[IncrementalParser] = []
         self._seen: list[int] = []
         self._forced: list[deque] = []
@@ -68,16 +69,23 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
 
     def mask_scores(self, scores: torch.FloatTensor, rules: list) -> torch.FloatTensor:
         """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close."""
-        allowed = torch.tensor([r[0] for r in rules], dtype=torch.bool, device=scores.device)
-        eos_ok = torch.tensor([r[1] for r in rules], dtype=torch.bool, device=scores.device)
-        must_close = torch.tensor([r[2] for r in rules], dtype=torch.bool, device=scores.device)
-        tag_ids, eos_ids = self.tag_ids.to(scores.device), self.eos_ids.to(scores.device)
+        n_eos = len(self.eos_ids)
+        # One small host-to-device copy per step: a ban per (row, tag or eos column).
+        banned = torch.tensor([[not a for a in allowed] + [not eos_ok] * n_eos for allowed, eos_ok, _ in rules],
+                              dtype=torch.bool).reshape(len(rules), len(self.tag_ids) + n_eos).to(scores.device)
+        columns = self._columns(scores.device)
         neg = torch.finfo(scores.dtype).min
-        scores = scores.clone()
-        scores[:, tag_ids] = torch.where(allowed, scores[:, tag_ids], neg)
-        if len(eos_ids):
-            scores[:, eos_ids] = torch.where(eos_ok[:, None], scores[:, eos_ids], neg)
-        return _force(scores, torch.where(must_close, tag_ids[END_PATH], -1))
+        scores = scores.index_copy(1, columns, scores[:, columns].masked_fill(banned, neg))
+        if not any(r[2] for r in rules):
+            return scores
+        closing = [self._end_path if r[2] else -1 for r in rules]
+        return _force(scores, torch.tensor(closing, device=scores.device))
+
+    def _columns(self, device) -> torch.Tensor:
+        """Tag ids then eos ids, on ``device`` (kept: the same every step)."""
+        if self._cols is None or self._cols.device != torch.device(device):
+            self._cols = torch.cat([self.tag_ids, self.eos_ids]).to(device)
+        return self._cols
 
     # --- plain HF generate: follow every row linearly -----------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -99,7 +107,8 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
             self._seen[b] = input_ids.shape[1]
             rules.append(self.row_rules(parser.cur))
             forced.append(queue[0] if queue else -1)
-        return _force(self.mask_scores(scores, rules), torch.tensor(forced, device=scores.device))
+        scores = self.mask_scores(scores, rules)
+        return _force(scores, torch.tensor(forced, device=scores.device)) if max(forced) >= 0 else scores
 
     def _queue_seed(self, b: int, row: torch.Tensor, parser, streams_before: int, cur_before):
         """After a tag that opened a path or merged a block, queue the tokens the engine would force there."""
