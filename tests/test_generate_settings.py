@@ -236,3 +236,25 @@ def test_a_streamer_gets_the_closing_tags_of_a_cut(tokenizer, tok):
     out = run_engine(forking_model(tokenizer, tok), [prompt], max_new_tokens=20, tokenizer=tokenizer, streamer=sink)
     assert out.multiverse[0]["closing_tags"] > 0  # both paths were open when the budget ran out
     assert [t for chunk in sink.chunks[1:] for t in chunk] == out.sequences[0, len(prompt):].tolist()
+
+
+def test_processors_from_the_config_run_per_branch(tokenizer, tok):
+    model = TableLM(tokenizer, {}, default=tok.word)
+    out = run_engine(model, [[tok.one]], max_new_tokens=8, no_repeat_ngram_size=2)
+    tokens = [tok.one] + completion(out, 0, 1)
+    bigrams = list(zip(tokens, tokens[1:]))
+    assert len(bigrams) == len(set(bigrams))  # without it: " the the the ..."
+    out = run_engine(model, [[tok.one]], max_new_tokens=4, suppress_tokens=[tok.word])
+    assert tok.word not in completion(out, 0, 1)
+
+
+def test_every_sampling_warper_is_built():
+    from transformers.generation.logits_process import (
+        EpsilonLogitsWarper, EtaLogitsWarper, LogitNormalization, TopHLogitsWarper, TypicalLogitsWarper,
+    )
+    from multiverse.modeling_multiverse.sampling import BranchSampler
+
+    gc = GenerationConfig(do_sample=True, typical_p=0.9, epsilon_cutoff=3e-4, eta_cutoff=1e-3, top_h=0.5,
+                          renormalize_logits=True)
+    kinds = [type(w) for w in BranchSampler(gc, 1, 32, "cpu").warpers]
+    assert kinds == [TopHLogitsWarper, TypicalLogitsWarper, EpsilonLogitsWarper, EtaLogitsWarper, LogitNormalization]
