@@ -109,9 +109,18 @@ def summarize(state, tokens, tag_ids) -> dict:
 
 
 def tree_dict(result) -> dict:
-    """Blocks and paths as plain data; spans index the unpadded prompt + completion."""
+    """Blocks and paths as plain data; spans index the unpadded prompt + completion. Built with a stack, not
+    recursion: a prompt may nest hundreds of blocks deep."""
     def block(b):
         return {"start": b.start, "end": b.end, "closed": b.closed, "outlines": [o.label for o in b.outlines],
-                "paths": [{"label": p.label, "start": p.start, "end": p.end, "closed": p.closed,
-                           "blocks": [block(x) for x in p.blocks]} for p in b.paths]}
-    return {"length": result.length, "critical_path": result.critical_path, "blocks": [block(b) for b in result.blocks]}
+                "paths": []}
+    blocks = [block(b) for b in result.blocks]
+    stack = list(zip(result.blocks, blocks))
+    while stack:
+        b, out = stack.pop()
+        for p in b.paths:
+            inner = [block(x) for x in p.blocks]
+            out["paths"].append({"label": p.label, "start": p.start, "end": p.end, "closed": p.closed,
+                                 "blocks": inner})
+            stack.extend(zip(p.blocks, inner))
+    return {"length": result.length, "critical_path": result.critical_path, "blocks": blocks}
