@@ -1,6 +1,9 @@
 """The chunked loss on batches without label tokens: a finite zero with a zero gradient, as TRL's own loss."""
 
+import argparse
+import importlib.util
 import math
+import os
 
 import pytest
 import torch
@@ -28,3 +31,17 @@ def test_a_labelled_batch_still_averages_over_its_tokens():
     expected = torch.nn.functional.cross_entropy(head(hidden[0, :-1]), torch.tensor([3, 4, -100, 7]))
     torch.testing.assert_close(chunked_causal_lm_loss(hidden, head, labels, chunk_tokens=2), expected)
     torch.testing.assert_close(chunked_causal_lm_loss(hidden, head, labels, 6, chunk_tokens=2), expected * 3 / 6)
+
+
+def test_loss_benchmark_runs_every_variant_and_they_agree():
+    spec = importlib.util.spec_from_file_location(
+        "loss_benchmark", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "loss.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(device="cpu", dtype="float32", lengths=[96], vocab=500, hidden=64, chunk_tokens=32,
+                              label_fraction=0.75, warmup=0)
+    rows = [bench.one_step(args, variant, 96) for variant in bench.VARIANTS]
+    assert [r["variant"] for r in rows] == ["trl", "chunked", "full"]
+    assert all(r["seconds"] > 0 and r["peak_mb"] >= 0 for r in rows)
+    assert rows[0]["loss"] == pytest.approx(rows[2]["loss"], abs=1e-4)
+    assert rows[1]["loss"] == pytest.approx(rows[2]["loss"], abs=1e-4)
