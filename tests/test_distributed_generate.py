@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from distributed_helpers import rank_outputs, torchrun
+from multiverse.memory import weight_bytes_per_rank
 from multiverse.model_shapes import random_model
 from multiverse.modeling_multiverse import MultiverseForCausalLM
 from multiverse.modeling_multiverse.parser import parse
@@ -66,6 +67,7 @@ def test_tensor_parallel_generate_equals_one_process(folder, tokenizer, tmp_path
     for rank in ranks:
         assert rank["world_size"] == 2
         assert rank["local_kv_heads"] == [1, 1]  # each rank really holds half of the 2 K/V heads
+        assert rank["local_params"] * 4 == weight_bytes_per_rank(model.config, 2, "float32")  # memory.py's figure
         eager, static, sampling, _ = rank["results"]
         for got, (want, stats, logits) in ((eager, (replay, ref_stats, ref_logits)), (static, cut_ref)):
             assert got["sequence"] == want["completion"]  # the eager step, then the static step

@@ -54,7 +54,9 @@ def main(folder, cases_path, out_dir):
     local_heads = [model.model.layers[i].self_attn.k_proj.weight.to_local().shape[0]
                    // model.model.layers[i].self_attn.head_dim for i in range(len(model.model.layers))]
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
-        json.dump({"world_size": dist.get_world_size(), "local_kv_heads": local_heads, "results": results}, f)
+        local_params = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
+        json.dump({"world_size": dist.get_world_size(), "local_kv_heads": local_heads, "local_params": local_params,
+                   "results": results}, f)
 
 
 if __name__ == "__main__":
