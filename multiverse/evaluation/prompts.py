@@ -63,7 +63,8 @@ def user_turn(preset: Preset, question: str) -> str:
 
 
 def render_prompt(tokenizer, question: str, preset: Preset, chat: bool = True) -> str:
-    """The text the model is given: the chat template over the preset's turns, or the bare user turn."""
+    """The text the model is given: the chat template over the preset's turns; without a chat template (or
+    ``chat=False``), the system message and the user turn separated by a blank line."""
     content = user_turn(preset, question)
     if not (chat and tokenizer.chat_template):
         return content if preset.system is None else f"{preset.system}\n\n{content}"

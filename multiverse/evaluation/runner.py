@@ -22,6 +22,7 @@ from ..transcripts import completion_text
 from .benchmark import Problem
 from .grading import grade_problem
 from .prompts import PRESETS, Preset, prompt_ids
+from .records import record_key
 
 MODES = ("parallel", "autoregressive")
 BUDGETS = ("total", "critical-path")
@@ -169,6 +170,4 @@ def evaluate(model, tokenizer, problems: list[Problem], budgets: list[int], mode
     if log is None:
         return records
     wanted = {(m, b, p.id, s) for m in modes for b in budgets for p in problems for s in range(num_samples)}
-    from .records import record_key
-
     return [r for r in log.records if record_key(r) in wanted]
