@@ -64,3 +64,19 @@ def test_a_config_engine_that_accelerate_did_not_apply_is_named(monkeypatch):
     assert "DEEPSPEED" in engine_mismatch("MULTI_GPU")
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
     assert engine_mismatch("MULTI_CPU") is None
+
+
+def test_fsdp_config_trains_the_model_under_torch_fsdp2_on_cpu(tmp_path, tokenizer):
+    """What accelerate would do with the config on GPUs, done with torch's fully_shard on 2 CPU ranks: each rank
+    holds half of every parameter, and the losses are those of one process over the same global batch."""
+    from distributed_helpers import rank_outputs, torchrun
+
+    folder = tmp_path / "model"
+    random_model("tiny", tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    torchrun("fsdp2_step.py", folder, os.path.join(CONFIGS, "fsdp.yaml"), tmp_path / "rank")
+    for rank in rank_outputs(tmp_path):
+        assert rank["version"] == 2 and rank["units"] == 2
+        assert rank["local_params"] <= rank["full_params"] // 2 + 64  # sharded, not replicated
+        assert rank["reference"][-1] < rank["reference"][0]  # the reference really trains
+        assert rank["sharded"] == pytest.approx(rank["reference"], rel=1e-5)
