@@ -306,11 +306,11 @@ def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool =
     gc.disable()
     try:
         p.run(items, length)
+        return ParseResult(units, length, p.blocks, p.all_blocks, p.repairs, [tuple(r) for r in p.runs],
+                           p.streams, p.fork_children)
     finally:
         if collecting:
             gc.enable()
-    return ParseResult(units, length, p.blocks, p.all_blocks, p.repairs, [tuple(r) for r in p.runs],
-                       p.streams, p.fork_children)
 
 
 def well_formed_prefix(source, tag_ids=None, decode=None) -> int:
