@@ -112,6 +112,14 @@ def test_train_help_shows_the_recipe_options():
     assert "--per_device_train_batch_size" not in some.output and some.output.count("\n  --") < 10
 
 
+def test_a_bad_recipe_option_is_one_line_not_the_usage_of_every_option():
+    result = CliRunner().invoke(app, ["train", "--config", "qwen2.5-0.5b-instruct", "--learning_rate", "abc"])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if "error" in line]
+    assert len(errors) == 1 and "--learning_rate/--learning-rate: invalid float value: 'abc'" in errors[0]
+    assert "--bnb_4bit_quant_storage" not in result.output and len(result.output.splitlines()) <= 2
+
+
 @pytest.mark.parametrize("name, kind", [("fsdp.yaml", "FSDP"), ("deepspeed_zero3.yaml", "DEEPSPEED")])
 def test_accelerate_configs_load(name, kind):
     config = ClusterConfig.from_yaml_file(os.path.join(CONFIGS, "accelerate", name))

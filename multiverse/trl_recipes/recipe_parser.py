@@ -59,6 +59,10 @@ class RecipeParser:
             args[i + 1] = str(config_path(args[i + 1]))
         return super().parse_args_and_config(args, **kwargs)
 
+    def error(self, message):
+        # argparse prints its usage first, and the usage of ~880 options is ~170 lines: say the error alone.
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
     def set_defaults_with_config(self, **config):
         import torch
 
