@@ -92,3 +92,32 @@ def test_one_training_step_with_sdpa(tokenizer):
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     assert torch.isfinite(loss)
     assert not torch.equal(before, model.lm_head.weight)
+
+
+@pytest.mark.parametrize("rule", ["reference", "branch-start"])
+def test_the_config_rule_moves_training_attention_and_engine_together(tiny_model, tokenizer, rule):
+    """Whichever rule the config records, forward reads it and the engine decodes with it: forced replay of a
+    nested completion gives the teacher-forced logits, and the two rules give different logits."""
+    from samples import encode_pair
+
+    prompt, completion = encode_pair(tokenizer, NESTED)
+    ids = torch.tensor([prompt + completion])
+    tiny_model.config.multiverse_position_rule = rule
+    try:
+        with torch.no_grad():
+            forced = tiny_model(ids).logits[0, len(prompt):]
+        out = tiny_model.generate(torch.tensor([prompt]), forced_completions=[completion], return_dict_in_generate=True,
+                                  output_logits=True, max_new_tokens=len(completion) + 8)
+    finally:
+        tiny_model.config.multiverse_position_rule = "reference"
+    layout = compute_layout(ids[0], tiny_model.config.multiverse_tag_ids, position_rule=rule)
+    given = logits(tiny_model, "sdpa", input_ids=ids, mv_segment_ids=layout.segment_ids[None],
+                   mv_visibility=layout.order[None], position_ids=layout.position_ids[None])
+    torch.testing.assert_close(forced, given[len(prompt):], atol=1e-5, rtol=0)  # forward used the rule
+    recorded = [(i, lg) for i, lg in enumerate(out.position_logits[0]) if lg is not None]
+    assert len(recorded) == len(completion)
+    for i, lg in recorded:
+        torch.testing.assert_close(lg, forced[i], atol=1e-4, rtol=0)
+    other = compute_layout(ids[0], tiny_model.config.multiverse_tag_ids,
+                           position_rule="branch-start" if rule == "reference" else "reference")
+    assert not torch.equal(layout.position_ids, other.position_ids)
