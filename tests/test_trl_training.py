@@ -20,7 +20,7 @@ from multiverse.modeling_multiverse.masks import visibility_from_order
 from multiverse.modeling_multiverse.tags import TAGS
 from multiverse.trl_recipes import MultiverseDataCollator
 from multiverse.trl_recipes import sft_autoregressive, sft_multiverse
-from multiverse.trl_recipes.trainer import MultiverseSFTTrainer
+from multiverse.trl_recipes.trainer import MultiverseSFTTrainer, _from_pretrained_kwargs
 from structures import NL, TAG_IDS, build, reference_mask
 from samples import COMPLETION
 
@@ -208,3 +208,11 @@ def test_train_errors_are_one_line(workdir, monkeypatch, extra, message):
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("flag", ["--load_in_4bit", "--load_in_8bit"])
+def test_quantization_flags_reach_from_pretrained(workdir, flag):
+    _, training, model = parse_recipe(sft_multiverse, workdir, flag, "true")
+    kwargs = _from_pretrained_kwargs(model, training, "sdpa")
+    quantization = kwargs["quantization_config"]
+    assert getattr(quantization, flag[2:]) is True and kwargs["attn_implementation"] == "sdpa"

@@ -59,8 +59,13 @@ def check_publishing(training_args):
 
 
 def _from_pretrained_kwargs(model_args, training_args, default_attn: str) -> dict:
+    from trl import get_quantization_config
+
     kwargs = dict(revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code,
                   dtype=model_args.dtype or "auto", attn_implementation=model_args.attn_implementation or default_attn)
+    quantization = get_quantization_config(model_args)  # --load_in_4bit/8bit, as TRL's own sft script reads them
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     # The recipes build the model themselves, so SFTTrainer must not try to apply these again.
     kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = None
