@@ -263,3 +263,11 @@ def test_greedy_autoregressive_equals_parallel_on_three_nested_paths(tokenizer):
             row = out[b][mask[b].bool().tolist() + [True] * (out.shape[1] - ids.shape[1])].tolist()
             assert row[:len(expected)] == expected
             assert set(row[len(expected):]) <= {tokenizer.eos_token_id}
+
+
+def test_a_static_cache_is_refused_not_decoded_under_the_wrong_mask(tiny_model, tokenizer):
+    """HF prebuilds a plain causal mask for static caches; decoding a block under it would be silently wrong."""
+    prompts, _ = split_case(tokenizer, "inside_path_2")
+    with pytest.raises(ValueError, match="dynamic cache"):
+        tiny_model.generate(torch.tensor([prompts[0]]), multiverse_parallel=False, max_new_tokens=2, do_sample=False,
+                            cache_implementation="static", pad_token_id=tokenizer.pad_token_id)

@@ -80,6 +80,10 @@ class MultiverseModel(Qwen2Model):
                 raise ValueError("mv_segment_ids needs mv_visibility and position_ids from the same layout")
             segments, visibility = _padded(mv_segment_ids, past_length + q_len, device), mv_visibility.to(device)
         elif cache is not None:
+            if getattr(cache, "is_compileable", False):
+                # A static cache reads keys up to its full length, which the mask and its layout do not span.
+                raise ValueError(f"MultiverseModel: cached decoding under the Multiverse mask takes a dynamic cache, "
+                                 f"not {type(cache).__name__} (generate's cache_implementation='static')")
             # Cached decoding: the layout of the cache's tokens rides on the cache; only the new ones are parsed.
             state, positions = layout_for_cache(cache, self.config, input_ids, past_length,
                                                 mv_history_ids, attention_mask if _is_2d(attention_mask) else None)
@@ -151,10 +155,10 @@ class MultiverseForCausalLM(Qwen2ForCausalLM):
         # Multiverse: the cache carries the layout of what it holds; every id so far lets the backbone check it
         # (beam search reorders rows) and rebuild it. A reference, not a copy.
         inputs["mv_history_ids"] = input_ids
-        if _is_2d(kwargs.get("attention_mask")):
-            # HF prebuilds a plain causal 4D mask for compileable (static) caches; the backbone builds the
-            # Multiverse mask from the 2D padding mask instead.
-            inputs["attention_mask"] = kwargs["attention_mask"]
+        if not _is_prebuilt(kwargs.get("attention_mask")):
+            # HF prebuilds a plain causal mask for compileable (static) caches, which would pass through the
+            # backbone unchanged; with the 2D one (or none) the backbone builds the mask (and refuses a static cache).
+            inputs["attention_mask"] = kwargs.get("attention_mask")
         return inputs
 
     def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
