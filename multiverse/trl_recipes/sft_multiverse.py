@@ -46,6 +46,13 @@ def check_training_args(training_args):
     if training_args.packing or training_args.padding_free:
         # One row is laid out as one sequence; packed documents would see each other's structure.
         raise ValueError("the Multiverse recipe does not support packing or padding_free; set both to false")
+    # The collator takes the loss mask from TRL's completion_mask; these two settings would need another one.
+    if training_args.completion_only_loss is False:
+        raise ValueError("completion_only_loss=False: the Multiverse recipe trains on the completion only; "
+                         "leave it unset or true")
+    if training_args.assistant_only_loss:
+        raise ValueError("assistant_only_loss=True is not supported by the Multiverse recipe: use a "
+                         "prompt/completion dataset (as `multiverse curate` writes), whose loss is the completion")
 
 
 def main(script_args, training_args, model_args):
