@@ -113,7 +113,8 @@ def main():
     parser.add_argument("--case", choices=["block_2000_ids", "engine_fork_2000", "small_blocks_text"])
     args = parser.parse_args()
     if args.case:
-        run = {"block_2000_ids": lambda: case_block(args.paths), "engine_fork_2000": lambda: case_engine_fork(args.paths),
+        run = {"block_2000_ids": lambda: case_block(args.paths),
+               "engine_fork_2000": lambda: case_engine_fork(args.paths),
                "small_blocks_text": lambda: case_small_blocks(args.mb)}[args.case]
         print(json.dumps(dict(case=args.case, **run())))
         return
@@ -122,8 +123,8 @@ def main():
                    command=" ".join([os.path.basename(sys.executable), *sys.argv]))
     print(json.dumps(machine))
     for case in ("block_2000_ids", "engine_fork_2000", "small_blocks_text"):
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--paths", str(args.paths), "--mb", str(args.mb)],
-                             capture_output=True, text=True, check=True)
+        command = [sys.executable, __file__, "--case", case, "--paths", str(args.paths), "--mb", str(args.mb)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         print(out.stdout.strip(), flush=True)
 
 

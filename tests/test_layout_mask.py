@@ -58,3 +58,41 @@ def test_padding_goes_to_the_void_segment():
     assert layout.segment_ids.tolist() == [0, 0, 1, 1]
     assert layout.position_ids.tolist() == [0, 0, 0, 1]
     assert not layout.visibility[0, 1] and layout.visibility[0, 0] and not layout.visibility[1, 0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)), st.booleans())
+def test_engine_rows_grown_stream_by_stream_equal_the_layout(items, engine_order):
+    """LayoutBuffers.add_stream (the engine's and the cached layout's visibility, one row per new stream) equals
+    the layout's, whether streams open in sequence order (a parser) or fork by fork, all paths of a block at
+    once (the engine: a nested block opens after every sibling of its path)."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from multiverse.modeling_multiverse.kv_cache import LayoutBuffers
+
+    built = build(items)
+    result = parse(built.ids, TAG_IDS)
+    layout = compute_layout(torch.tensor(built.ids), TAG_IDS)
+    opened = [0, 1]  # new sid -> parser sid
+    if engine_order:
+        forks = deque([1])
+        while forks:
+            for children in result.fork_children.get(forks.popleft(), []):
+                opened += children
+                forks.extend(children)
+    else:
+        opened = list(range(len(result.streams)))
+    new_sid = {old: new for new, old in enumerate(opened)}
+    made = {}
+    buffers = LayoutBuffers(1, 4, "cpu")
+    for new, old in enumerate(opened):
+        s = result.streams[old]
+        forks = result.fork_children.get(s.parent.sid, []) if s.parent else []
+        siblings = next((c for c in forks if old in c), [old])
+        made[new] = SimpleNamespace(sid=new, parent=made[new_sid[s.parent.sid]] if s.parent else None,
+                                    siblings_from=new_sid[siblings[0]])
+        buffers.add_stream(0, made[new])
+    back = torch.tensor([new_sid[old] for old in range(len(opened))])  # rows in the parser's sid order
+    grown = buffers.visibility[0][back][:, back]
+    assert torch.equal(grown, layout.visibility)

@@ -25,7 +25,8 @@ def segment_visibility(visibility: torch.Tensor):
     first, second = visibility[..., 0].contiguous(), visibility[..., 1].contiguous()
 
     def visible(batch_idx, seg_q, seg_k):
-        return (first[batch_idx, seg_q] <= first[batch_idx, seg_k]) == (second[batch_idx, seg_q] <= second[batch_idx, seg_k])
+        in_first = first[batch_idx, seg_q] <= first[batch_idx, seg_k]
+        return in_first == (second[batch_idx, seg_q] <= second[batch_idx, seg_k])
 
     return visible
 
