@@ -139,13 +139,15 @@ def test_http_errors_timeouts_and_garbage_are_retried_then_recorded(tmp_path):
             return Reply(status=500) if flaky[i] <= 2 else oracle(request)
         return {
             1: Reply(status=500), 2: Reply(status=503), 3: Reply(status=429, headers={"Retry-After": "0"}),
-            4: Reply("late", delay=1.0), 5: Reply(body=b"<html>gateway</html>"),
+            4: Reply("late", delay=3.0), 5: Reply(body=b"<html>gateway</html>"),
             6: Reply(body=b'{"object": "chat.completion", "choices": []}'),
             7: Reply("Here is my plan: step one, then step two."), 8: Reply(status=400),
         }.get(i) or oracle(request)
 
     with ChatServer(script) as server:
-        b = backend(server, timeout=0.3)
+        # The timeout bounds each whole request, client time included: on a loaded 2-core machine, ten
+        # threads starting requests at once can spend a few tenths of a second before one reaches the server.
+        b = backend(server, timeout=1.5)
         report = run_curation(items()[:10], b, CurateConfig(max_repairs=1), tmp_path / "ck.jsonl",
                               concurrency=10, progress=False)
         records = checkpoint_records(tmp_path / "ck.jsonl")

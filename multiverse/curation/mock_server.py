@@ -54,6 +54,8 @@ class ChatServer:
                 server._busy(+1)
                 try:
                     super().handle()
+                except (ConnectionResetError, BrokenPipeError):
+                    pass  # the client cut the connection (its deadline passed, or it was killed)
                 finally:
                     server._busy(-1)
 
