@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from multiverse.cli import app
 from multiverse.modeling_multiverse import TAGS
-from multiverse.testing import corpus_files
+from multiverse.testing import corpus_files, full_corpus_files
 
 
 def test_convert_a_checkpoint_with_the_tags_changes_only_the_config(plain_checkpoint, tmp_path):
@@ -37,6 +37,21 @@ def test_stats_counts_real_tokens_with_the_checkpoint_tokenizer(plain_checkpoint
     for c, t in zip(by_chars[:-1], by_tokens[:-1]):
         assert (c["units"], t["units"]) == ("chars", "tokens")
         assert c["blocks"] == t["blocks"] > 0 and t["length"] < c["length"] / 2  # tags counted as one token each
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not full_corpus_files(), reason="set MULTIVERSE_CORPUS to check the whole corpus")
+def test_the_reference_budget_bounds_the_critical_path(plain_checkpoint):
+    """The reference run stopped at 8000 tokens of critical path (not of all tokens): with the real tokenizer,
+    13 of the 30 AIME24 transcripts have exactly that critical path; those that forked hold more tokens in total,
+    which a budget on all tokens would have cut."""
+    result = CliRunner().invoke(app, ["stats", *full_corpus_files(), "--json", "--tokenizer", str(plain_checkpoint)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()][:-1]
+    at_budget = [r for r in rows if r["critical_path"] == 8000]
+    assert len(at_budget) == 13
+    assert all((r["length"] > 8000) == (r["blocks"] > 0) for r in at_budget)
+    assert sum(r["length"] > 8000 for r in at_budget) >= 5
 
 
 @pytest.mark.slow
