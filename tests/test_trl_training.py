@@ -168,6 +168,7 @@ def test_curriculum_converts_a_qwen2_checkpoint_and_trains_stages_in_order(workd
     (sft_multiverse, ["--loss_impl", "chunked", "--ce_chunk_tokens", "0"], "ce_chunk_tokens=0"),
     (sft_autoregressive, ["--curriculum", "0:1"], "curriculum belongs to the Multiverse recipe"),
     (sft_multiverse, ["--ce_chunk_tokens", "512"], "ce_chunk_tokens=512 applies to loss_impl='chunked' only"),
+    (sft_multiverse, ["--loss_impl", "chunked", "--loss_type", "dft"], "computes plain NLL, not loss_type='dft'"),
     (sft_multiverse, ["--completion_only_loss", "false"], "completion_only_loss=False"),
     (sft_multiverse, ["--assistant_only_loss", "true"], "assistant_only_loss=True is not supported"),
     (sft_multiverse, ["--push_to_hub", "true"], "training_args.bin .with hub_token. included.*multiverse push"),
