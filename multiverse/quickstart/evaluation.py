@@ -37,12 +37,13 @@ def replay(model, tokenizer, problem: dict) -> dict:
 def example_tree(model, tokenizer, question: str, budget: int) -> dict:
     from ..evaluation.prompts import PRESETS, prompt_ids
     from ..generation.tree_view import branch_tree
+    from ..transcripts import completion_text
 
     ids = torch.tensor([prompt_ids(tokenizer, question, PRESETS["plain"])])
     out = model.generate(ids, max_new_tokens=budget, do_sample=False,
                          tokenizer=tokenizer, return_dict_in_generate=True)
-    text = tokenizer.decode(out.sequences[0], skip_special_tokens=False)
-    return {"question": question, "completion": text.split("<|im_start|>assistant\n", 1)[-1],
+    text = completion_text(tokenizer, out.sequences[0, ids.shape[1]:])  # tags kept, padding and <|im_end|> not
+    return {"question": question, "completion": text,
             "tree": branch_tree(out.multiverse[0])}
 
 
