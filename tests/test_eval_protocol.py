@@ -107,8 +107,8 @@ def test_eval_cli_space_separated_budgets_samples_and_preset(model_dir, tmp_path
     bench = tmp_path / "b.jsonl"
     bench.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer}) + "\n" for p in PROBLEMS))
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, ["eval", str(model_dir), "--benchmark", str(bench), "--max-new-tokens", "4", "8",
-                                      "12,16", "--modes", "parallel", "--num-samples", "2", "--preset",
+    result = CliRunner().invoke(app, ["eval", str(model_dir), "--benchmark", str(bench), "--max-new-tokens=4", "8",
+                                      "--max-new-tokens", "12,16", "--modes", "parallel", "--num-samples", "2", "--preset",
                                       "multiverse-eval", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())

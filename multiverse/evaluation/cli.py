@@ -19,16 +19,18 @@ class SpaceSeparatedBudgets(TyperCommand):
     def parse_args(self, ctx, args):
         out, i = [], 0
         while i < len(args):
-            out.append(args[i])
-            if args[i] == "--max-new-tokens" and i + 1 < len(args):
-                values = [args[i + 1]]
-                i += 2
-                while i < len(args) and NUMBERS.match(args[i]):
-                    values.append(args[i])
-                    i += 1
-                out.append(",".join(values))
+            arg, i = args[i], i + 1
+            if arg == "--max-new-tokens" and i < len(args):
+                values, i = [args[i]], i + 1
+            elif arg.startswith("--max-new-tokens="):
+                values = [arg.split("=", 1)[1]]
+            else:
+                out.append(arg)
                 continue
-            i += 1
+            while i < len(args) and NUMBERS.match(args[i]):
+                values.append(args[i])
+                i += 1
+            out += ["--max-new-tokens", ",".join(values)]
         return super().parse_args(ctx, out)
 
 
