@@ -31,7 +31,8 @@ def workdir(tmp_path_factory, tokenizer):
     (root / "tiny.yaml").write_text(
         f"model_name_or_path: {root / 'model'}\nattn_implementation: sdpa\ndataset_name: {root / 'data.jsonl'}\n"
         f"max_steps: {STEPS}\nmax_length: 512\nuse_cpu: true\nbf16: false\nlearning_rate: 1.0e-3\nreport_to: none\n"
-        f"save_strategy: steps\nsave_steps: {STEPS}\nsave_only_model: true\nlogging_steps: 1\nseed: 0\n")
+        f"save_strategy: steps\nsave_steps: {STEPS}\nsave_only_model: true\nlogging_steps: 1\nseed: 0\n"
+        "activation_checkpointing: false\n")  # TRL's default turns it on; it is slower and not what is tested
     return root
 
 
