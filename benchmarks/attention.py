@@ -81,7 +81,7 @@ def run_case(model, case: str, ids, layout, device: str, repeat: int):
 def main(args):
     dtype = getattr(torch, args.dtype)
     model = random_model(args.size, dtype=dtype, device=args.device).train()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable({"use_reentrant": False})  # gradient_checkpointing_enable: deprecated alias
     results = {}
     for length in args.lengths:
         ids = sequence(length, args.paths, model.config.vocab_size)

@@ -146,7 +146,7 @@ def build_model(variant: str, args, tag_ids, vocab):
             if param.ndim >= 2:
                 param.normal_(0.0, config.initializer_range)
     model.to(args.dtype).train()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable({"use_reentrant": False})  # gradient_checkpointing_enable: deprecated alias
     if variant in ("c", "a-chunked"):
         add_chunked_lm_head(model, args.chunk_tokens)
     return model
