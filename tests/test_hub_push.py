@@ -1,6 +1,7 @@
 """multiverse push: an allow-list of files, training state refused, --dry-run offline, the Hub's own errors."""
 
 import json
+import os
 import socket
 import time
 
@@ -175,8 +176,8 @@ def test_a_local_looking_path_that_does_not_exist_is_no_such_folder(name, monkey
         resolve_model_path(name)
     result = CliRunner().invoke(app, ["convert", name, "out"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [f"error: BASE: no such folder: {name} (from {__import__('os').getcwd()})"
-                                                  " (multiverse --debug ... shows the traceback)"]
+    assert result.output.strip().splitlines() == [f"error: BASE: no such folder: {name} (from {os.getcwd()}) "
+                                                  "(multiverse --debug ... shows the traceback)"]
 
 
 def test_debug_shows_the_exception(monkeypatch):

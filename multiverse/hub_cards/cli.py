@@ -1,6 +1,5 @@
 """``multiverse export`` and ``multiverse push``."""
 
-import json
 from pathlib import Path
 
 import typer

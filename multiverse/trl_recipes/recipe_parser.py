@@ -32,7 +32,8 @@ def config_path(name: str) -> Path:
     stem = name[:-len(".yaml")] if name.endswith(".yaml") else name
     if stem in shipped:
         return shipped[stem]
-    raise FileNotFoundError(f"--config {name}: no such file, nor a packaged config; packaged: {', '.join(sorted(shipped))}")
+    raise FileNotFoundError(f"--config {name}: no such file, nor a packaged config; packaged: "
+                            f"{', '.join(sorted(shipped))}")
 
 
 def cpu_fallbacks(config: dict, cuda: bool) -> dict:

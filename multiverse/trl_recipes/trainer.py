@@ -142,7 +142,8 @@ class MultiverseSFTTrainer(SFTTrainer):
             if train_args is not None and (train_args.loss_type != "nll" or train_args.label_smoothing_factor):
                 # The chunked loss is plain NLL: DFT and label smoothing are TRL's loss path only.
                 raise ValueError(f"loss_impl='chunked' computes plain NLL, not loss_type={train_args.loss_type!r} "
-                                 f"with label_smoothing_factor={train_args.label_smoothing_factor}; use loss_impl='trl'")
+                                 f"with label_smoothing_factor={train_args.label_smoothing_factor}; "
+                                 "use loss_impl='trl'")
             # Patched before SFTTrainer adds its fused head on top, which passes our keyword through.
             add_chunked_lm_head(model, ce_chunk_tokens)
         self.loss_impl = loss_impl
