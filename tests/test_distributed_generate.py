@@ -80,6 +80,16 @@ def test_tensor_parallel_generate_equals_one_process(folder, tokenizer, tmp_path
         assert static["static_kv_heads"] == [1, 1]
         assert sampling["sequence"] == sampled and sampling["steps"] == sampled_stats["steps"]
     assert ranks[0]["results"] == ranks[1]["results"]  # every rank emitted exactly the same
+    # The CLIs under torchrun: both ranks decode, rank 0 alone prints and writes the evaluation's files.
+    for name in ("generate", "eval"):
+        assert [r["cli"][name]["exit_code"] for r in ranks] == [0, 0], [r["cli"][name] for r in ranks]
+        assert ranks[1]["cli"][name]["output"] == ""
+    stats = json.loads(ranks[0]["cli"]["generate"]["output"].strip().splitlines()[-1])
+    assert stats["tokens"] == 12
+    assert json.loads(ranks[0]["cli"]["eval"]["output"].strip().splitlines()[-1])["summary"][0]["problems"] == 1
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "accuracy_vs_budget.png", "records.jsonl", "results.json", "results.md", "settings.json"]
+    assert len((tmp_path / "eval" / "records.jsonl").read_text().splitlines()) == 1  # one rank appended
 
 
 def _cache_devices(model, prompt, completion):

@@ -53,10 +53,33 @@ def main(folder, cases_path, out_dir):
     results = [run_case(model, tok, case) for case in cases]
     local_heads = [model.model.layers[i].self_attn.k_proj.weight.to_local().shape[0]
                    // model.model.layers[i].self_attn.head_dim for i in range(len(model.model.layers))]
+    local_params = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
+    cli = run_clis(folder, out_dir)
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
-        local_params = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
         json.dump({"world_size": dist.get_world_size(), "local_kv_heads": local_heads, "local_params": local_params,
-                   "results": results}, f)
+                   "results": results, "cli": cli}, f)
+
+
+def run_clis(folder, out_dir):
+    """`multiverse generate` and `multiverse eval` on every rank, as torchrun runs them: what each rank printed."""
+    from typer.testing import CliRunner
+
+    from multiverse.cli import app
+
+    bench = f"{out_dir}/bench.jsonl"
+    if dist.get_rank() == 0:
+        with open(bench, "w") as f:
+            f.write(json.dumps({"id": "a", "problem": "What is 2+3?", "answer": "5"}) + "\n")
+    dist.barrier()
+    runner, printed = CliRunner(), {}
+    for name, args in (("generate", ["generate", folder, "--prompt", "Add 2 and 3.", "--max-new-tokens", "12",
+                                     "--temperature", "0.8", "--json"]),
+                       ("eval", ["eval", folder, "--benchmark", bench, "--max-new-tokens", "8", "--modes", "parallel",
+                                 "--out", f"{out_dir}/eval", "--no-progress"])):
+        result = runner.invoke(app, args)
+        printed[name] = {"exit_code": result.exit_code, "output": result.stdout,
+                         "error": repr(result.exception) if result.exception else None}
+    return printed
 
 
 if __name__ == "__main__":
