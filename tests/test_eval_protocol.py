@@ -87,6 +87,9 @@ def test_benchmarks_from_parquet_gpqa_rows_and_names(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"mc\.jsonl:2: the answer 'Z' is neither a letter A-B"):
         load_benchmark(rows)
     assert load_benchmark(rows, limit=1)[0].answer == "B"
+    rows.write_text('{"id": 1, "problem": "a?", "answer": 1}\n{"id": 1, "problem": "b?", "answer": 2}\n')
+    with pytest.raises(ValueError, match=r"mc\.jsonl:2: id '1' repeats the one of .*mc\.jsonl:1"):
+        load_benchmark(rows)
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import

@@ -49,9 +49,13 @@ def load_benchmark(source: str | Path, limit: int | None = None) -> list[Problem
             ((f"{path}:row {n}", row) for n, row in enumerate(_datasets_file(path), 1))
     else:
         rows = ((f"{name}:row {n}", row) for n, row in enumerate(_hub_dataset(name), 1))
-    problems = []
+    problems, seen = [], {}
     for where, row in rows:
-        problems.append(problem_from_row(row, where, default_id=where.rsplit(":", 1)[1].removeprefix("row ")))
+        problem = problem_from_row(row, where, default_id=where.rsplit(":", 1)[1].removeprefix("row "))
+        if problem.id in seen:  # records are keyed by id: a repeated one would be skipped as already done
+            raise ValueError(f"{where}: id {problem.id!r} repeats the one of {seen[problem.id]}; ids must be unique")
+        seen[problem.id] = where
+        problems.append(problem)
         if limit is not None and len(problems) >= limit:
             break
     if not problems:

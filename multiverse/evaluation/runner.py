@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..modeling_multiverse.parser import parse
+from ..modeling_multiverse.tags import PARALLEL
 from ..transcripts import completion_text
 from .benchmark import Problem
 from .grading import grade_problem
@@ -98,7 +99,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], mode: str, budget
         row = _cut(full, eos, pad)  # the step that emits EOS is a decode step too; padding after it is not
         critical = parse(row, tags).critical_path if row else 0
         results.append(dict(text=completion_text(tokenizer, row), tokens=len(row), steps=len(row),
-                            forks=sum(t == tags[2] for t in row), critical_path=critical, events={}))
+                            forks=sum(t == tags[PARALLEL] for t in row), critical_path=critical, events={}))
     return results
 
 
