@@ -1,21 +1,21 @@
 """Bookkeeping for the parallel engine: plain Python objects, one per branch, per output row and per prompt.
 
 A ``Branch`` wraps the grammar's ``Stream`` with what decoding needs: its tokens, where each went in
-the KV cache, a queue of forced tokens (path/conclusion seeds, or a replay script), and its forks.
+the KV cache, a queue of forced tokens (what the seed policy forces, ``seeds``), and its forks. A
+``PromptRow`` is one admitted prompt in one row of the KV cache; a ``PromptState`` is one output row.
 """
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from .parser import default_label
 from .structure import Stream
-from .tags import CONCLUSION_SEED, LABEL_PATTERN, PATH_SEED
 
 
 @dataclass(eq=False)  # identity, so branches can key dicts
 class Branch:
     stream: Stream
     sample: int  # the output row (prompt-major: prompt b's samples are rows b*n .. b*n+n-1)
+    prompt: int = 0  # the prompt it decodes (streamers follow a continuous batch by it)
     parent: "Branch | None" = None
     cut: int = 0  # where it forked from its parent: the parent's tokens before the fork
     tokens: list = field(default_factory=list)
@@ -23,8 +23,7 @@ class Branch:
     slots: list = field(default_factory=list)  # cache slot of each written token
     logits: list = field(default_factory=list)  # recorded logits of each written token
     in_hand: dict = field(default_factory=dict)  # token index -> (raw logits, processed scores) it was chosen from
-    queue: deque = field(default_factory=deque)  # tokens to force before sampling again
-    script_sid: int | None = None  # forced replay: the parsed stream this branch reproduces
+    queue: deque = field(default_factory=deque)  # tokens to force before sampling again (seeds.py)
     forks: list = field(default_factory=list)  # (tokens before the fork, [child branches])
     done: bool = False  # emits nothing more
     suspended: bool = False  # waiting for its branches to close
@@ -82,11 +81,12 @@ class Branch:
 class PromptRow:
     """One prompt's row of the KV cache, shared by its ``num_return_sequences`` samples."""
 
-    index: int
+    index: int  # the prompt
     streams: list  # sid -> Stream; one sid space for the prompt and all its samples
     length: int  # next free cache slot
     prompt_ids: list  # the prompt without its padding
     pad: int = 0  # left-padding slots of this prompt
+    cache_row: int = 0  # its row of the KV cache, freed for the next prompt when all its samples are done
 
 
 @dataclass
@@ -103,45 +103,10 @@ class PromptState:
     forks: int = 0
     done: bool = False
     events: Counter = field(default_factory=Counter)
+    first_step: int = 0  # the engine step it was admitted at: its branches count steps from there
+    admitted_at: float = 0.0  # perf_counter at admission
+    seconds: float = 0.0  # admission to done
 
     @property
     def prompt_ids(self) -> list:
         return self.row.prompt_ids
-
-
-class Seeds:
-    """Forced token ids of path and conclusion seeds, from the tokenizer or the config's char table."""
-
-    def __init__(self, tokenizer=None, char_ids: dict | None = None):
-        if tokenizer is None and not char_ids:
-            raise ValueError("parallel generate needs `tokenizer=` (or config.multiverse_seed_token_ids, written by "
-                             "`multiverse convert`) to seed each path with `\\n<Path>\\n1:`")
-        self.tokenizer, self.char_ids = tokenizer, char_ids or {}
-        self.char_of = {v: k for k, v in self.char_ids.items()}
-
-    def encode(self, text: str, tag_ids: list) -> list[int]:
-        if self.tokenizer is not None:
-            return self.tokenizer.encode(text, add_special_tokens=False)
-        from .tags import TAG_PATTERN, TAGS
-
-        ids, pos = [], 0
-        for m in TAG_PATTERN.finditer(text):
-            ids += [self.char_ids[c] for c in text[pos:m.start()]]
-            ids.append(tag_ids[TAGS.index(m.group())])
-            pos = m.end()
-        return ids + [self.char_ids[c] for c in text[pos:]]
-
-    def label(self, outline_ids: list) -> str:
-        if self.tokenizer is not None:
-            text = self.tokenizer.decode(outline_ids)
-        else:
-            text = "".join(self.char_of.get(t, "\x00") for t in outline_ids[:16])
-        m = LABEL_PATTERN.match(text)
-        return m.group(1) if m else ""
-
-    def path(self, parent: Stream, k: int, outline_ids: list, tag_ids: list) -> tuple[str, list[int]]:
-        label = self.label(outline_ids) or default_label(parent, k)
-        return label, self.encode(PATH_SEED.format(label=label), tag_ids)
-
-    def conclusion(self, tag_ids: list) -> list[int]:
-        return self.encode(CONCLUSION_SEED, tag_ids)

@@ -4,8 +4,11 @@ Multiverse options are generation kwargs (or attributes of a ``GenerationConfig`
 ``multiverse_parallel`` (True; False decodes autoregressively with the same mask), ``cuda_graphs``
 (False; True replays decode steps from CUDA graphs, see ``decode_graphs``), ``max_branches``,
 ``max_depth``, ``max_path_tokens``, ``max_critical_path``, ``enforce_structure``, ``seed`` (one
-generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``), and
-``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks).
+generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``),
+``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks),
+``max_batch_rows`` (continuous batching: KV-cache rows decoding at once, more prompts wait for a free row;
+default: all, as free memory allows) and ``kv_row_slots`` (KV slots per row; default: sized from the budget).
+The engine's typed options: ``engine_options.EngineOptions``.
 Which ``GenerationConfig`` fields parallel decoding honours, and which it refuses: ``generation_settings``.
 """
 
@@ -14,9 +17,10 @@ import copy
 from transformers import LogitsProcessorList
 
 from .generation_settings import resolve
-from .branches import Seeds
 from .engine import ParallelEngine
+from .engine_options import EngineOptions
 from .generation_outputs import MultiverseGenerateOutput, build_output, tree_dict
+from .seeds import Seeds
 from .streamers import LinearStreamer
 from .structure_processor import MultiverseStructureLogitsProcessor
 
@@ -24,7 +28,7 @@ __all__ = ["MultiverseGenerateOutput", "generate", "parallel_generate", "tree_di
 
 OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches=16, max_depth=4,
                        max_path_tokens=None, max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
-                       forced_completions=None)
+                       forced_completions=None, max_batch_rows=None, kv_row_slots=None)
 
 
 def split_options(generation_config, kwargs: dict) -> dict:
@@ -116,7 +120,8 @@ def parallel_generate(model, input_ids, attention_mask, generation_config, optio
             raise ValueError("a TextStreamer-style streamer works with one output row; use a branch streamer")
         streamer.put(input_ids.cpu())
         streamer = LinearStreamer(streamer)
-    engine = ParallelEngine(model, generation_config, processor, seeds, dict(options, streamer=streamer, **settings))
+    engine = ParallelEngine(model, generation_config, processor, seeds,
+                            EngineOptions.from_options(options, streamer=streamer, **settings))
     samples = engine.run(input_ids, attention_mask, forced)
     return build_output(input_ids, samples, generation_config, model.config.multiverse_tag_ids,
                         model.config.vocab_size)

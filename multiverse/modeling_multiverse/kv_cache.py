@@ -35,19 +35,24 @@ class BranchKVCache:
         self._write_slots = {}  # the same, on each layer device: moved once per step and device, not per layer
         self.kv_length = 0  # keys [0, kv_length) are read this step
 
-    def prepare(self, write_slots: torch.Tensor, kv_length: int):
+    def prepare(self, write_slots: torch.Tensor, kv_length: int, rows: slice = slice(None)):
+        """This step's query rows write at ``write_slots`` and read keys [0, kv_length) of cache ``rows`` (a
+        range: a prompt admitted into a freed row is prefilled alone while the other rows keep their cache)."""
         if kv_length > self.capacity:
             raise RuntimeError(f"KV cache full: {kv_length} slots needed, {self.capacity} allocated")
-        self.write_slots, self.kv_length = write_slots, kv_length
+        self.write_slots, self.kv_length, self.rows = write_slots, kv_length, rows
         self._write_slots = {dev: write_slots.to(dev) for dev in self._batch_index}
+        n = write_slots.shape[0]
+        self._rows_index = {dev: index[:n] for dev, index in self._batch_index.items()}
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         # [B, H, Q, D] -> rows written at (b, :, write_slots[b, q])
         device = self.layer_devices[layer_idx]
-        batch_index, slots = self._batch_index[device], self._write_slots[device]
-        self.keys[layer_idx][batch_index, :, slots] = key_states.transpose(1, 2)
-        self.values[layer_idx][batch_index, :, slots] = value_states.transpose(1, 2)
-        return self.keys[layer_idx][:, :, :self.kv_length], self.values[layer_idx][:, :, :self.kv_length]
+        batch_index, slots = self._rows_index[device], self._write_slots[device]
+        keys, values = self.keys[layer_idx][self.rows], self.values[layer_idx][self.rows]  # views: a range
+        keys[batch_index, :, slots] = key_states.transpose(1, 2)
+        values[batch_index, :, slots] = value_states.transpose(1, 2)
+        return keys[:, :, :self.kv_length], values[:, :, :self.kv_length]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.kv_length

@@ -174,6 +174,16 @@ class IncrementalParser:
             self.feed(code, start, end)
         self.finish(length)
 
+    def feed_ids(self, ids, tag_ids, offset: int = 0):
+        """The public incremental entry point: read token ``ids`` that continue the input at unit ``offset``."""
+        for code, start, end in _id_items(ids, tag_ids):
+            self.feed(code, start + offset, end + offset)
+
+    def result(self, length: int) -> "ParseResult":
+        """What was read so far, as ``parse`` returns it (``finish`` is not applied: a prefix is no repair)."""
+        return ParseResult(self.units, length, self.blocks, self.all_blocks, self.repairs,
+                           [tuple(r) for r in self.runs], self.streams, self.fork_children)
+
     def feed(self, code, start: int, end: int):
         """Read one item: text (``code`` None) or the tag ``code`` spanning units [start, end)."""
         cur = self.cur

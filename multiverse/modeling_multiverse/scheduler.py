@@ -1,0 +1,116 @@
+"""The scheduler: which prompts hold a KV-cache row, which wait, which branches write this step, and the limits.
+
+Continuous batching: the engine has ``rows`` cache rows and takes any number of prompts. A prompt holds a
+row from its admission until every one of its samples is done; then the row is freed and the next waiting
+prompt is admitted (prefilled into it) while the other rows keep decoding. Admission order never changes a
+result: a prompt's tokens, positions and steps depend only on its own row.
+
+Limits end an output row with a counted event (``budget_cuts`` closes what is open): the token budget,
+the critical-path budget, a stopping criterion, and a cache row that would overflow (``kv_row_full``).
+"""
+
+import time
+from collections import deque
+
+import numpy as np
+
+from .budget_cuts import own_closing
+
+
+class Scheduler:
+    def __init__(self, num_prompts: int, rows: int, capacity: int, num_samples: int, max_new_tokens: int,
+                 max_critical_path: int | None, tag_ids: list, pad_id: int = 0, streamer=None):
+        self.waiting = deque(range(num_prompts))
+        self.free = list(range(rows))  # cache rows; the lowest is taken first
+        self.rows = {}  # cache row -> the PromptRow in it
+        self.live = []  # PromptStates of admitted prompts not yet done
+        self.capacity, self.n = capacity, num_samples
+        self.max_new_tokens, self.max_critical_path = max_new_tokens, max_critical_path
+        self.tag_ids, self.pad_id, self.streamer = tag_ids, pad_id, streamer
+
+    @property
+    def idle(self) -> bool:
+        return not self.live and not self.waiting
+
+    def admissions(self) -> list[tuple[int, int]]:
+        """(prompt, cache row) for every free row while prompts wait, in prompt order."""
+        out = []
+        while self.free and self.waiting:
+            out.append((self.waiting.popleft(), self.free.pop(0)))
+        return out
+
+    def admitted(self, row, states: list):
+        self.rows[row.cache_row] = row
+        self.live += states
+        for state in states:
+            state.admitted_at = time.perf_counter()
+
+    def retire(self) -> list:
+        """Drop done output rows; free the cache rows whose prompt has no sample left. Returns their PromptRows."""
+        now = time.perf_counter()
+        for state in self.live:
+            if state.done:
+                state.seconds = now - state.admitted_at
+        self.live = [s for s in self.live if not s.done]
+        busy = {s.row.cache_row for s in self.live}
+        freed = [self.rows.pop(r) for r in list(self.rows) if r not in busy]
+        self.free = sorted(self.free + [row.cache_row for row in freed])
+        return freed
+
+    def plan(self, batch: int):
+        """Query rows for every token emitted last step: [B, Q] ids, positions, slots, segment ids, the branches
+        per cache row and the keys to read. A prompt whose row cannot take its tokens ends (``kv_row_full``)."""
+        per_row = {r: [] for r in self.rows}
+        for state in self.live:  # admission order: a prompt's samples in order, each sample's branches in order
+            if not state.done:
+                per_row[state.row.cache_row] += [br for br in state.branches if br.pending]
+        for r, branches in per_row.items():
+            row = self.rows[r]
+            if branches and row.length + len(branches) > self.capacity:
+                for state in {id(s): s for s in self.live if s.row is row}.values():
+                    self.cut(state, "kv_row_full")
+                per_row[r] = []
+        width = max([1] + [len(b) for b in per_row.values()])
+        ids = np.full((batch, width), self.pad_id, dtype=np.int64)
+        pos, slots, sids = (np.zeros((batch, width), dtype=np.int64) for _ in range(3))
+        rows = [[] for _ in range(batch)]
+        for r, branches in per_row.items():
+            row = self.rows[r]
+            rows[r] = branches
+            for q, br in enumerate(branches):
+                ids[r, q], pos[r, q], sids[r, q] = br.tokens[-1], br.positions[-1], br.stream.sid
+                slots[r, q] = row.length
+                br.slots.append(row.length)
+                row.length += 1
+                br.pending = False
+        kv_length = max([1] + [row.length for row in self.rows.values()])
+        return ids, pos, slots, sids, rows, kv_length
+
+    # --- limits --------------------------------------------------------------------------------------
+    def check_limits(self, state):
+        if state.done:
+            return
+        if not any(br.active for br in state.branches):
+            state.done = True
+        elif state.generated + state.closing >= self.max_new_tokens:
+            self.cut(state, "token_budget_exhausted")
+        elif self.max_critical_path is not None and state.steps >= self.max_critical_path:
+            self.cut(state, "critical_path_exhausted")
+        if state.done:
+            for br in state.branches:
+                br.done = True
+
+    def cut(self, state, event: str):
+        """A limit ends the output row: close what is open, so it reads back as the same tree."""
+        state.events[event] += 1
+        closing = [(br, own_closing(br.stream)) for br in state.branches]
+        if any(codes for _, codes in closing):
+            state.events["cut"] += 1
+            for br, codes in closing:
+                for code in codes:
+                    br.tokens.append(self.tag_ids[code])
+                    if self.streamer is not None:  # streamed text stays the returned sequence
+                        self.streamer.on_token(br, self.tag_ids[code])
+        state.done = True
+        for br in state.branches:
+            br.done = True
