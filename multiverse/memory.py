@@ -73,8 +73,9 @@ def memory_table(sizes=("qwen2.5-7b", "qwen2.5-32b"), gpus=(1, 2, 4, 8), context
     per GPU (FSDP2 / ZeRO-3). A dash where tensor parallelism cannot split the heads evenly."""
     from .model_shapes import shape_config
 
-    lines = [f"| model | params | GPUs | weights / GPU (TP) | KV / token / GPU | KV for {context // 1024}K tokens / GPU "
-             "| training state / GPU (FSDP2, ZeRO-3) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| model | params | GPUs | weights / GPU (TP) | KV / token / GPU | "
+              f"KV for {context // 1024}K tokens / GPU | training state / GPU (FSDP2, ZeRO-3) |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for size in sizes:
         config = shape_config(size)
         params = parameter_counts(config)["total"]

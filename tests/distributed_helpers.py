@@ -2,14 +2,12 @@
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 SCRIPTS = Path(__file__).resolve().parent / "distributed"
 
@@ -30,15 +28,14 @@ def _free_port() -> int:
 def torchrun(script: str, *args, nproc: int = 2, timeout: int = 180, env: dict | None = None):
     """Run tests/distributed/SCRIPT under torchrun with NPROC CPU processes; fail with its output if it fails."""
     require_gloo()
-    torchrun_bin = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    # `python -m torch.distributed.run` is torchrun itself, found through this interpreter whatever PATH says.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(SCRIPTS / script), *map(str, args)]
-    if torchrun_bin is None and not hasattr(torch.distributed, "run"):
-        pytest.skip("torchrun is not available")
     full_env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS.parent.parent), full_env.get("PYTHONPATH", "")])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
-    assert proc.returncode == 0, f"torchrun {script} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (f"torchrun {script} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                  f"{proc.stderr[-6000:]}")
     return proc
 
 

@@ -18,8 +18,9 @@ from transformers import AutoTokenizer
 
 from multiverse.modeling_multiverse import MultiverseForCausalLM
 
-TEXTS = ["Plan.\n<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>\n<Path>\n1: a is 3"
-         "\n</Path>\n<Path>\n2: b is 4\n</Path>\n<Conclusion>\n7\n</Conclusion>\n</Parallel>\nDone: 7.",
+TEXTS = ["Plan.\n<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>\n"
+         "<Path>\n1: a is 3\n</Path>\n<Path>\n2: b is 4\n</Path>\n<Conclusion>\n7\n</Conclusion>\n</Parallel>\n"
+         "Done: 7.",
          "No structure, a short line of text that is long enough.\nAnswer: 12"]
 STEPS = 3
 
