@@ -117,3 +117,15 @@ def test_generate_after_a_prompt_nested_deep(tokenizer):
     for _ in range(330):
         (tree,) = tree["blocks"] if "length" in tree else tree["paths"][0]["blocks"]
     assert tree["paths"][0]["blocks"] == []
+
+
+def test_a_deep_parse_prints_and_compares_without_recursion():
+    result = parse(nested_text(DEPTH))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)
+    try:
+        text = repr(result.streams[-1]) + repr(result.streams[1])
+        assert result.streams[-1] != result.streams[-2] and result.streams[-1] == result.streams[-1]
+    finally:
+        sys.setrecursionlimit(limit)
+    assert "sid=" in text

@@ -56,18 +56,19 @@ class Frame:
     goal_end_pos: int = -1  # position id of </Goal>
     goal_end_step: int = -1  # decode step of </Goal> (the step clock, see Stream)
     conclusion_pos: int = -1  # position id of <Conclusion> once merged: pos(</Goal>) + L + 1
-    children: list = field(default_factory=list)  # branch Streams, in path order
+    # Left out of repr: a stream's repr would otherwise walk the whole tree below it, recursing with the depth.
+    children: list = field(default_factory=list, repr=False)  # branch Streams, in path order
     repair: str = ""  # set when the block was closed out of order
-    node: object = None  # the parser's Block for this frame
+    node: object = field(default=None, repr=False)  # the parser's Block for this frame
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: a branch context, compared (and hashed) as itself, never field by field
 class Stream:
     """One branch context. ``address`` is ((block_uid, path_index), ...) from the root down."""
 
     sid: int
     address: tuple = ()
-    parent: "Stream | None" = None
+    parent: "Stream | None" = field(default=None, repr=False)  # repr and eq would recurse up the chain
     label: str = ""
     start_pos: int = 0
     next_pos: int = 0
