@@ -81,6 +81,10 @@ def test_eval_on_the_plain_checkpoint_grades_after_think(chain_checkpoint, tmp_p
     summary = json.loads(result.stdout.strip().splitlines()[-1])["summary"]
     assert [(r["mode"], r["max_new_tokens"], r["accuracy"]) for r in summary] == [
         ("parallel", 8, 0.5), ("parallel", 16, 0.5), ("autoregressive", 8, 0.5), ("autoregressive", 16, 0.5)]
+    # multiverse grade reads eval's records back to the same grades
+    graded = CliRunner().invoke(app, ["grade", str(out / "records.jsonl")])
+    total = json.loads(graded.stdout.splitlines()[-1])
+    assert (total["graded"], total["correct"], total["no_answer"]) == (8, 4, 0)
 
 
 def test_sequential_generate_honours_json_and_html(chain_checkpoint, tmp_path):
