@@ -76,7 +76,7 @@ def test_fsdp_config_trains_the_model_under_torch_fsdp2_on_cpu(tmp_path, tokeniz
     tokenizer.save_pretrained(folder)
     torchrun("fsdp2_step.py", folder, os.path.join(CONFIGS, "fsdp.yaml"), tmp_path / "rank")
     for rank in rank_outputs(tmp_path):
-        assert rank["version"] == 2 and rank["units"] == 2
+        assert rank["version"] == 2 and rank["units"] == 2 and rank["tp_group"] == "None"
         assert rank["local_params"] <= rank["full_params"] // 2 + 64  # sharded, not replicated
         assert rank["reference"][-1] < rank["reference"][0]  # the reference really trains
         assert rank["sharded"] == pytest.approx(rank["reference"], rel=1e-5)

@@ -44,16 +44,13 @@ def kv_layers(model, default_device) -> list[tuple[int, int, torch.device]] | No
 
 
 def tensor_parallel_group(model):
-    """The process group over which ``tp_plan`` sharded the model (its DTensor weights' "tp" mesh), else None."""
+    """The process group over which ``tp_plan`` sharded the model (its DTensor weights' "tp" mesh), else None.
+    Only a mesh dimension named "tp" counts: FSDP's DTensors are sharded over ranks that decode other prompts."""
     for param in model.parameters():
         mesh = getattr(param, "device_mesh", None)
-        if mesh is None:
+        if mesh is None or "tp" not in (mesh.mesh_dim_names or ()):
             continue
-        names = mesh.mesh_dim_names or ()
-        if "tp" in names:
-            mesh = mesh["tp"] if mesh.ndim > 1 else mesh
-        elif mesh.ndim != 1:
-            continue
+        mesh = mesh["tp"] if mesh.ndim > 1 else mesh
         return mesh.get_group() if mesh.size() > 1 else None
     return None
 

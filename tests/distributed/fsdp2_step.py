@@ -55,6 +55,10 @@ def main(folder, config_path, prefix):
     fully_shard(model)
     full = sum(p.numel() for p in model.parameters())
     local = sum(p.to_local().numel() for p in model.parameters())
+    # FSDP's ranks hold other data: generate must not make them agree on rank 0's tokens as TP ranks do.
+    from multiverse.modeling_multiverse.placement import tensor_parallel_group
+
+    tp_group = tensor_parallel_group(model)
 
     def mean_over_ranks(loss):
         dist.all_reduce(loss)
@@ -62,7 +66,7 @@ def main(folder, config_path, prefix):
 
     sharded = train(model, batches[rank:rank + 1], mean_over_ranks)
     with open(f"{prefix}{rank}.json", "w") as f:
-        json.dump({"version": fsdp["fsdp_version"], "units": len(units), "full_params": full, "local_params": local,
+        json.dump({"version": fsdp["fsdp_version"], "units": len(units), "full_params": full, "local_params": local, "tp_group": repr(tp_group),
                    "sharded": sharded, "reference": reference}, f)
 
 
