@@ -10,7 +10,6 @@ The state rides on the cache object itself, so it lives exactly as long as the c
 rows, assisted decoding crops the cache, a cache is reused for another prompt), it is rebuilt from the history.
 """
 
-import numpy as np
 import torch
 
 from .kv_cache import LayoutBuffers
@@ -37,6 +36,7 @@ class CachedLayout:
         self.fed = [0] * batch_size  # real tokens parsed per row
         self.length = 0
         self.open_view = False  # every token of the last extend is real and its stream sees every stream
+        self.padded = False  # some token so far is padding (attention mask 0)
         self._sees_all = [{} for _ in range(batch_size)]  # (sid, streams so far) -> bool, per row
         self.buffers = LayoutBuffers(batch_size, FLEX_BLOCK, device)
         self.ids = torch.zeros(batch_size, FLEX_BLOCK, dtype=torch.long, device=device)
@@ -72,27 +72,30 @@ class CachedLayout:
             raise ValueError(f"the cache's layout holds {self.batch_size} rows, but input_ids has {batch}")
         start, end = self.length, self.length + q_len
         self._reserve(end)
-        rows = input_ids.detach().cpu().numpy()
-        keep = np.ones((batch, q_len), dtype=bool) if attention_mask is None else (
-            attention_mask.detach().cpu().numpy().astype(bool))
-        sids = np.zeros((batch, q_len), dtype=np.int64)
-        positions = np.zeros((batch, q_len), dtype=np.int64)
-        open_view = bool(keep.all())
+        # Plain lists: a decode step lays out one token per row, where numpy's per-call cost would dominate.
+        rows = input_ids.tolist()
+        keep = [[1] * q_len] * batch if attention_mask is None else attention_mask.tolist()
+        sids, positions, open_view = [], [], True
         for b in range(batch):
-            real = np.flatnonzero(keep[b])
-            if len(real):
-                seg, pos = self._feed(b, rows[b, real].tolist())
-                sids[b, real], positions[b, real] = seg, pos
+            real = [q for q in range(q_len) if keep[b][q]]
+            seg, pos = [0] * q_len, [0] * q_len
+            if real:
+                seg_real, pos_real = self._feed(b, [rows[b][q] for q in real])
+                for q, sid, p in zip(real, seg_real, pos_real):
+                    seg[q], pos[q] = sid, p
                 self._add_streams(b)
-                open_view = open_view and all(self._stream_sees_all(b, sid) for sid in set(seg.tolist()))
+                open_view = open_view and all(self._stream_sees_all(b, sid) for sid in set(seg_real))
+            open_view = open_view and len(real) == q_len
+            self.padded = self.padded or len(real) < q_len
+            sids.append(seg)
+            positions.append(pos)
         self.open_view = open_view
-        laid = torch.from_numpy(np.stack([sids, rows])).to(self.ids.device)
-        self.buffers.segments[:, start:end] = laid[0]
-        self.ids[:, start:end] = laid[1]
+        self.buffers.segments[:, start:end] = torch.tensor(sids).to(self.ids.device, non_blocking=True)
+        self.ids[:, start:end] = input_ids
         self.length = end
-        return torch.from_numpy(positions)
+        return torch.tensor(positions)
 
-    def _feed(self, b: int, tokens: list) -> tuple[np.ndarray, np.ndarray]:
+    def _feed(self, b: int, tokens: list) -> tuple[list, list]:
         """Parse ``tokens`` of row ``b``; (segment id, position id) of each, read from the parser's runs."""
         parser, first = self.parsers[b], self.fed[b]
         run_index = max(len(parser.runs) - 1, 0)  # the last run may grow over the new tokens
@@ -104,14 +107,13 @@ class CachedLayout:
                 parser.feed(code, first + s, first + e)
         last = first + len(tokens)
         self.fed[b] = last
-        seg = np.empty(len(tokens), dtype=np.int64)
-        pos = np.empty(len(tokens), dtype=np.int64)
+        seg, pos = [], []
         # The same expansion as layout.layout_from_parse: a run's tokens take consecutive positions.
         for run_start, run_end, sid, start_pos in parser.runs[run_index:]:
             lo, hi = max(run_start, first), min(run_end, last)
             if hi > lo:
-                seg[lo - first:hi - first] = sid
-                pos[lo - first:hi - first] = start_pos + np.arange(lo - run_start, hi - run_start)
+                seg.extend([sid] * (hi - lo))
+                pos.extend(range(start_pos + lo - run_start, start_pos + hi - run_start))
         return seg, pos
 
     def _stream_sees_all(self, b: int, sid: int) -> bool:

@@ -98,9 +98,10 @@ class MultiverseModel(Qwen2Model):
             attention_mask = torch.ones(batch, kv_length, dtype=torch.bool, device=device)
         if cache is not None and mv_segment_ids is None and state.open_view:
             # Every new token sees every real token before it (top-level text, a conclusion after its paths):
-            # the parent's causal + padding mask is the Multiverse mask, and its fastest one (none at all
-            # for one sdpa query). The 2D mask stays explicit, so jumping positions are not read as packing.
-            mapping = attention_mask
+            # the parent's causal + padding mask is the Multiverse mask, and its fastest one. Without padding
+            # that is no mask at all, as HF's generate passes it (with a cache, transformers never reads
+            # jumping positions as packed sequences).
+            mapping = attention_mask if state.padded else None
         elif not self.has_sliding_layers and self.config._attn_implementation in ("sdpa", "eager"):
             # A dense mask: the same closure, materialized for the new rows by the engine's gather.
             # create_causal_mask vmaps it four levels deep: ~4x slower decoding, and 25 ms against 2 ms for

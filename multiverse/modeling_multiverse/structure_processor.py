@@ -49,7 +49,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         self.eos_ids = torch.tensor(eos, dtype=torch.long)
         self._code_of = {int(t): c for c, t in enumerate(tag_ids)}
         self.seeds = seeds
-        self._end_path, self._cols = int(self.tag_ids[END_PATH]), None
+        self._end_path, self._cols, self._banned_key, self._banned = int(self.tag_ids[END_PATH]), None, None, None
         self._rows: list[IncrementalParser] = []
         self._seen: list[int] = []
         self._forced: list[deque] = []
@@ -70,9 +70,13 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
     def mask_scores(self, scores: torch.FloatTensor, rules: list) -> torch.FloatTensor:
         """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close."""
         n_eos = len(self.eos_ids)
-        # One small host-to-device copy per step: a ban per (row, tag or eos column).
-        banned = torch.tensor([[not a for a in allowed] + [not eos_ok] * n_eos for allowed, eos_ok, _ in rules],
-                              dtype=torch.bool).reshape(len(rules), len(self.tag_ids) + n_eos).to(scores.device)
+        # A ban per (row, tag or eos column); the rules rarely change between steps, so is the tensor kept.
+        key = [(tuple(allowed), eos_ok) for allowed, eos_ok, _ in rules]
+        if key != self._banned_key or self._banned.device != scores.device:
+            self._banned = torch.tensor([[not a for a in allowed] + [not eos_ok] * n_eos for allowed, eos_ok in key],
+                                        dtype=torch.bool).reshape(len(rules), len(self.tag_ids) + n_eos).to(scores.device)
+            self._banned_key = key
+        banned = self._banned
         columns = self._columns(scores.device)
         neg = torch.finfo(scores.dtype).min
         scores = scores.index_copy(1, columns, scores[:, columns].masked_fill(banned, neg))
