@@ -8,6 +8,8 @@ ours is the glue a multi-process run needs:
 - ``generation_load_kwargs()``: under ``torchrun`` a model is loaded tensor-parallel over the launched ranks;
 - ``check_training_launch()``: a run launched for N processes must be one N-process job; otherwise every process
   would train the whole model alone and all of them would write the same output_dir;
+- ``engine_mismatch()``: names an FSDP/DeepSpeed config that accelerate did not apply (it does so on GPUs only);
+- ``rank_private_dir()``: where a rank other than 0 keeps what it must not write into the user's folder;
 - ``destroy_process_group_at_exit()``: gloo's teardown aborts a rank (exit -6) unless the group is destroyed.
 """
 
