@@ -129,3 +129,15 @@ def test_a_deep_parse_prints_and_compares_without_recursion():
     finally:
         sys.setrecursionlimit(limit)
     assert "sid=" in text
+
+
+def test_many_small_blocks_take_memory_linear_in_the_text():
+    """The 10 MB benchmark's shape at 64 KB and 256 KB: 4x the blocks (and streams), ~4x the memory; an S x S
+    matrix would make it 16x (it took 15.9 GB at 10 MB)."""
+    block = ("<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>\n"
+             "<Path>\n1: x\n</Path>\n<Path>\n2: y\n</Path>\n<Conclusion>\nz\n</Conclusion>\n</Parallel>\n")
+    texts = [block * (size // len(block)) for size in (2**16, 2**18)]
+    small, large = (traced_peak(lambda t=t: layout_from_parse(parse(t))) for t in texts)
+    assert large < 6 * small and large < 100 * len(texts[1])  # ~47 bytes per character now
+    layout = layout_from_parse(parse(texts[1]))
+    assert layout.order.shape == (2 + 2 * (2**18 // len(block)), 2)
