@@ -1,0 +1,169 @@
+"""Continuous batching: more prompts than cache rows, each result identical to that prompt decoded alone."""
+
+import pytest
+import torch
+
+from engine_helpers import run_engine
+from mock_lm import TableLM
+from multiverse.modeling_multiverse import TAGS, tag_token_ids
+from multiverse.modeling_multiverse.parser import parse
+from samples import NESTED, TEXT
+
+SHORT = "Just a sentence, no block at all."
+TWO_BLOCKS = TEXT + "\n<Parallel>\n<Goal>\n<Outline>\n1: again\n</Outline>\n<Outline>\n2: more\n</Outline>\n</Goal>\n" \
+    "<Path>\n1: once\n</Path>\n<Path>\n2: twice over\n</Path>\n<Conclusion>\nok\n</Conclusion>\n</Parallel>\nEnd."
+
+
+def prompts_and_completions(tokenizer, texts):
+    prompts = [tokenizer.encode("Q" + " please" * (3 * i) + ":\n") for i in range(len(texts))]  # lengths differ
+    return prompts, [tokenizer.encode(t) for t in texts]
+
+
+def rows_of(out, prompt_width: int) -> list[dict]:
+    """Per output row: its completion (padding dropped) and its statistics (wall time dropped)."""
+    rows = []
+    for r, stats in enumerate(out.multiverse):
+        n = stats["tokens"] + stats["closing_tags"]
+        rows.append({"completion": out.sequences[r, prompt_width:prompt_width + n].tolist(),
+                     **{k: v for k, v in stats.items() if k != "seconds"}})
+    return rows
+
+
+def run(model, prompts, forced=None, **kwargs):
+    out = run_engine(model, prompts, forced=forced, **kwargs)
+    return out, rows_of(out, max(len(p) for p in prompts))
+
+
+def alone(model, prompts, forced=None, n=1, seed=None, **kwargs):
+    """Each prompt decoded by itself (its output rows seeded as in the batch: seed + row)."""
+    rows = []
+    for p, prompt in enumerate(prompts):
+        extra = {} if seed is None else {"seed": seed + p * n}
+        rows += run(model, [prompt], None if forced is None else [forced[p]], num_return_sequences=n, **extra,
+                    **kwargs)[1]
+    return rows
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static-step"])
+def test_forced_replays_more_prompts_than_rows_equal_each_alone(tiny_model, tokenizer, static):
+    prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT, TEXT, TWO_BLOCKS, SHORT + SHORT])
+    kwargs = dict(max_new_tokens=max(len(c) for c in forced) + 8, output_logits=True)
+    out, batched = run(tiny_model, prompts, forced, max_batch_rows=2, static_decode=static, **kwargs)
+    if static:  # the static (CUDA-graph) step ran over 2 cache rows
+        assert tiny_model._multiverse_static_decode[0].batch_index.shape[0] == 2
+    lengths = {len(c) for c in forced}
+    assert max(lengths) >= 4 * min(lengths)
+    reference = alone(tiny_model, prompts, forced, **kwargs)
+    for p, (got, want) in enumerate(zip(batched, reference)):
+        assert got["completion"] == forced[p]
+        assert got == want
+    for p in range(len(prompts)):  # every written token's logits equal the prompt's own run
+        single = run_engine(tiny_model, [prompts[p]], forced=[forced[p]], **kwargs).position_logits[0]
+        for a, b in zip(out.position_logits[p], single):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_greedy_decoding_with_tokenizer_seeds_equals_each_alone(tiny_model, tokenizer):
+    prompts, _ = prompts_and_completions(tokenizer, ["", "", "", ""])
+    kwargs = dict(max_new_tokens=20, tokenizer=tokenizer)
+    assert run(tiny_model, prompts, max_batch_rows=3, **kwargs)[1] == alone(tiny_model, prompts, **kwargs)
+
+
+def branching_model(tokenizer):
+    """A table model whose every choice is a coin flip between structure and text: sampled runs fork, nest
+    and end at different lengths."""
+    ids = dict(zip(TAGS, tag_token_ids(tokenizer)))
+    word, colon, nl, one = (tokenizer.encode(s)[0] for s in (" the", ":", "\n", "1"))
+    model = TableLM(tokenizer)
+    for a, choices in {ids["<Parallel>"]: [ids["<Goal>"]], ids["<Goal>"]: [ids["<Outline>"]],
+                       ids["<Outline>"]: [one], one: [ids["</Outline>"]],
+                       ids["</Outline>"]: [ids["</Goal>"], ids["<Outline>"]], ids["</Goal>"]: [word],
+                       colon: [ids["<Parallel>"], word],
+                       word: [word, ids["</Path>"], nl, ids["</Conclusion>"], tokenizer.eos_token_id],
+                       nl: [word, ids["<Parallel>"], ids["</Parallel>"]], ids["</Path>"]: [nl],
+                       ids["</Conclusion>"]: [ids["</Parallel>"]], ids["</Parallel>"]: [word, tokenizer.eos_token_id]
+                       }.items():
+        for b in choices:
+            model.table[a, b] = 12.0  # far above the rest of the vocabulary (0): a draw among the choices
+    return model, word
+
+
+def test_seeded_sampling_of_nested_structures_equals_each_alone_whatever_the_rows(tokenizer):
+    model, word = branching_model(tokenizer)
+    prompts = [[word] * (1 + 4 * i) for i in range(5)]
+    kwargs = dict(max_new_tokens=120, do_sample=True, max_depth=2, max_path_tokens=30, tokenizer=tokenizer,
+                  eos_token_id=tokenizer.eos_token_id)
+    reference = alone(model, prompts, n=2, seed=11, **kwargs)
+    assert sum(r["forks"] for r in reference) >= 3 and max(r["max_depth"] for r in reference) == 2
+    assert len({len(r["completion"]) for r in reference}) >= 3  # rows end at different lengths
+    for rows in (1, 2, 3, None):
+        assert run(model, prompts, num_return_sequences=2, seed=11, max_batch_rows=rows, **kwargs)[1] == reference
+
+
+def test_a_row_that_would_overflow_ends_its_prompt_with_a_counted_event(tiny_model, tokenizer):
+    prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT, TEXT])
+    slots = 1 + max(len(p) for p in prompts) + 40  # fewer than NESTED and TEXT need
+    kwargs = dict(max_new_tokens=max(len(c) for c in forced) + 8)
+    _, rows = run(tiny_model, prompts, forced, max_batch_rows=2, kv_row_slots=slots, **kwargs)
+    reference = alone(tiny_model, prompts, forced, **kwargs)
+    tags = tiny_model.config.multiverse_tag_ids
+    for p, (got, want) in enumerate(zip(rows, reference)):
+        if 1 + len(prompts[p]) + len(forced[p]) <= slots:
+            assert got == want and "kv_row_full" not in got["events"]
+            continue
+        assert got["events"]["kv_row_full"] == 1
+        assert got["kv_slots"] <= slots - 1  # slot 0 is scratch
+        assert got["tokens"] < len(forced[p])
+        k = next(i for i, (a, b) in enumerate(zip(got["completion"], forced[p])) if a != b)
+        assert got["completion"][k] in tags  # the replay went on until the cut closed it with tags
+        result = parse(prompts[p] + got["completion"], tags)
+        assert not [r for r in result.repairs if r.rule == "truncated"]  # closed, not cut mid-structure
+
+
+class PromptLog:
+    """A branch streamer that follows every prompt of a continuous batch by ``branch.prompt``."""
+
+    def __init__(self):
+        self.tokens, self.events, self.open_forks = {}, [], {}
+
+    def on_prompt_start(self, prompt, roots):
+        self.events.append(("start", prompt, {p: n for p, n in self.open_forks.items() if n}))
+
+    def on_token(self, branch, token):
+        self.tokens.setdefault(branch.prompt, []).append(token)
+
+    def on_fork(self, parent, children):
+        self.open_forks[parent.prompt] = self.open_forks.get(parent.prompt, 0) + 1
+
+    def on_merge(self, parent, children):
+        self.open_forks[parent.prompt] -= 1
+
+    def on_prompt_end(self, prompt):
+        self.events.append(("end", prompt, None))
+
+    def end(self):
+        self.events.append(("done", None, None))
+
+
+def test_admission_while_another_row_is_mid_block_and_streams_by_prompt(tiny_model, tokenizer):
+    # prompt 0 forks at its step 29 and merges after step 100; prompt 1 ends at step 34, mid-block
+    prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT + SHORT, SHORT, SHORT + " More."])
+    log = PromptLog()
+    kwargs = dict(max_new_tokens=max(len(c) for c in forced) + 8)
+    _, rows = run(tiny_model, prompts, forced, max_batch_rows=2, streamer=log, **kwargs)
+    assert rows == alone(tiny_model, prompts, forced, **kwargs)
+    starts = [(p, busy) for kind, p, busy in log.events if kind == "start"]
+    assert [p for p, _ in starts] == [0, 1, 2, 3]
+    assert any(busy.get(0) for p, busy in starts if p >= 2)  # admitted while prompt 0 had paths open
+    ends = [p for kind, p, _ in log.events if kind == "end"]
+    assert sorted(ends) == [0, 1, 2, 3] and ends[-1] == 0 and log.events[-1][0] == "done"
+    for p in range(len(prompts)):  # streamed tokens of each prompt: its completion's tokens
+        assert sorted(log.tokens[p]) == sorted(rows[p]["completion"])
+
+
+def test_max_batch_rows_must_be_positive(tiny_model, tokenizer):
+    prompts, _ = prompts_and_completions(tokenizer, ["", ""])
+    with pytest.raises(ValueError, match="max_batch_rows=0"):
+        run_engine(tiny_model, prompts, max_batch_rows=0, tokenizer=tokenizer)
