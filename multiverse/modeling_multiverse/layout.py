@@ -9,6 +9,7 @@ which ``masks`` decides any pair with two comparisons. An S x S matrix (``Layout
 materialized for consumers that want one and have few segments.
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +65,8 @@ def layout_from_parse(result: ParseResult, offset: int = 0, total: int | None = 
     segment_ids = np.zeros(total, dtype=np.int32)
     position_ids = np.zeros(total, dtype=np.int64)
     if result.runs:
-        runs = np.asarray(result.runs, dtype=np.int64)
+        flat = itertools.chain.from_iterable(result.runs)  # faster than np.asarray over a list of tuples
+        runs = np.fromiter(flat, dtype=np.int64, count=4 * len(result.runs)).reshape(-1, 4)
         starts, ends, sids, start_pos = runs.T
         lengths = ends - starts
         segment_ids[offset:offset + result.length] = np.repeat(sids, lengths)
