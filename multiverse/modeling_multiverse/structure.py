@@ -203,7 +203,7 @@ class Stream:
         return child
 
     def merge(self, frame: Frame):
-        """All branches closed. <Conclusion> gets pos(</Goal>) + L + 1 (L: the longest path's extent).
+        """All branches closed. <Conclusion> gets g + L + 1 (g = pos(</Goal>), L = the largest pos(</Path>) - g).
 
         Under the reference rule what precedes it (its separator) counts on from the last path in sequence
         order; under "branch-start" the separator already starts at g + L + 1.
