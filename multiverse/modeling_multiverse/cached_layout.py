@@ -126,11 +126,11 @@ class CachedLayout:
         return self._sees_all[b][key]
 
     def _add_streams(self, b: int):
-        """Visibility rows of the streams the parser opened, as the engine writes them (``compatible``)."""
+        """Visibility rows of the streams the parser opened, as the engine writes them (``add_stream``: the
+        parent's row less the earlier siblings, O(S) tensor work per stream, no loop over the streams)."""
         streams = self.parsers[b].streams
         for stream in streams[self.known_streams[b]:]:
-            row = [s.sid != 0 and compatible(stream.address, s.address) for s in streams[:stream.sid]] + [True]
-            self.buffers.add_segment(b, stream.sid, row)
+            self.buffers.add_stream(b, stream)
         self.known_streams[b] = len(streams)
 
     def _reserve(self, length: int):
