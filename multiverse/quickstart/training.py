@@ -59,7 +59,7 @@ def train(model, tokenizer, dataset, out_dir: str, steps: int, batch_size: int =
     args = SFTConfig(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch_size,
                      learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
                      weight_decay=0.0, adam_beta2=0.98, logging_steps=max(1, steps // 10), save_strategy="no",
-                     report_to=[], use_cpu=True, gradient_checkpointing=False, bf16=False, max_length=512, seed=seed, data_seed=seed,
+                     report_to=[], use_cpu=True, activation_checkpointing=False, bf16=False, max_length=512, seed=seed, data_seed=seed,
                      dataloader_num_workers=0, remove_unused_columns=False, completion_only_loss=True)
     collator = MultiverseDataCollator(model.config.multiverse_tag_ids, tokenizer.pad_token_id,
                                       max_length=args.max_length, position_rule=model.config.multiverse_position_rule)
