@@ -137,3 +137,17 @@ def test_remote_code_of_an_unknown_model_needs_the_flag(chain_checkpoint, tmp_pa
     assert result.exit_code == 1 and "--trust-remote-code" in result.output and not marker.exists()
     result = _cli("generate", str(folder), "-p", "hi", "--trust-remote-code")  # the user's choice: it runs
     assert result.returncode != 0 and marker.read_text() == "remote code ran"
+
+
+def test_export_runs_no_remote_code_without_the_flag(chain_checkpoint, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in chain_checkpoint.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    marker = _poison(folder, "evil")
+    result = CliRunner().invoke(app, ["export", str(folder), str(tmp_path / "out"), "--no-verify"])
+    assert result.exit_code == 1 and "--trust-remote-code" in result.output and not marker.exists()
+    marker = _poison(folder, "qwen2")
+    result = CliRunner().invoke(app, ["export", str(folder), str(tmp_path / "out2"), "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert not marker.exists() and (tmp_path / "out2" / "config.json").is_file()

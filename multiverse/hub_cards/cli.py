@@ -45,6 +45,8 @@ def export(model: str = typer.Argument(..., help="Multiverse model folder or Hub
            example_prompt: str = typer.Option(None, help="The user message of the card's usage snippet"),
            dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32"),
            overwrite: bool = typer.Option(False, help="Write into a non-empty OUT"),
+           trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                  help="Let MODEL's own code (its auto_map) load it; off by default"),
            verify: bool = typer.Option(True, help="Reload OUT in a fresh process and run the card's snippet")):
     """Write a Hub-ready folder: weights, tokenizer, generation config, remote code and model card."""
     from .export import export_model, reload_in_fresh_process
@@ -52,7 +54,8 @@ def export(model: str = typer.Argument(..., help="Multiverse model folder or Hub
     # A wrong argument or file is a user error: multiverse.cli prints it as one line (the traceback with --debug).
     fields = _card_fields(repo_id, base_model, dataset, license, tag, eval_results, recipe_config, recipe_command,
                           example_prompt)
-    folder = export_model(model, out, dtype=dtype, overwrite=overwrite, verify=False, **fields)
+    folder = export_model(model, out, dtype=dtype, overwrite=overwrite, verify=False,
+                          trust_remote_code=trust_remote_code, **fields)
     typer.echo(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
     if verify:
         result = reload_in_fresh_process(folder)

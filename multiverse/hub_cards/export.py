@@ -77,10 +77,11 @@ def reload_in_fresh_process(folder: str | Path, forced_completion: str | None = 
 def export_model(model: str | Path, out: str | Path, *, repo_id: str | None = None, base_model=None, datasets=None,
                  license: str | None = None, tags=(), eval_results: dict | None = None, recipe: dict | None = None,
                  example_prompt: str | None = None, dtype: str = "auto", overwrite: bool = False,
-                 verify: bool = True, loaded=None) -> Path:
+                 verify: bool = True, loaded=None, trust_remote_code: bool = False) -> Path:
     """Write a Hub-ready folder for ``model`` (a folder or Hub id; or pass ``loaded=(model, tokenizer)``).
 
-    ``license`` defaults to the one in the source folder's card, if it has one.
+    ``license`` defaults to the one in the source folder's card, if it has one. ``trust_remote_code`` lets a
+    source folder with an ``auto_map`` load through its own code (off: the installed classes load it).
     """
     out = Path(out)
     if repo_id is not None:
@@ -90,7 +91,7 @@ def export_model(model: str | Path, out: str | Path, *, repo_id: str | None = No
     if loaded is None:
         from .loading import load_multiverse
 
-        lm, tokenizer = load_multiverse(model, dtype=dtype)
+        lm, tokenizer = load_multiverse(model, dtype=dtype, trust_remote_code=trust_remote_code)
     else:
         lm, tokenizer = loaded
     source = Path(str(model))
