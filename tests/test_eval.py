@@ -70,8 +70,13 @@ def test_evaluate_grades_replayed_completions_per_budget(tiny_model, tokenizer, 
     assert [by[full, k]["correct"] for k in "abcd"] == [True, False, True, True]
     assert not any(by[10, k]["correct"] for k in "abcd")  # 10 tokens never reach an answer
     for k in "abcd":
-        # A cut completion may close its open tags within the budget (the engine's closing tags count too).
-        assert by[full, k]["tokens"] == lengths[k] and by[10, k]["tokens"] <= 10
+        assert by[full, k]["tokens"] == lengths[k]
+    # Cut at 10: with nothing to close, the whole budget; a block whose closing would not fit is not opened, so
+    # the cut completions stop at the text before it (the engine's closing tags count toward the budget).
+    assert by[10, "d"]["tokens"] == 10
+    for k in "abc":
+        assert by[10, k]["tokens"] < 10 and forced[k].startswith(by[10, k]["completion"])
+        assert forced[k][len(by[10, k]["completion"]):].startswith("<Parallel>")
     for k in "abcd":  # the records keep the structure: the tokenizer's tags are special tokens
         assert by[full, k]["completion"] == forced[k]
     assert by[full, "a"]["forks"] == 1 and by[full, "c"]["forks"] == 2 and by[full, "d"]["forks"] == 0
