@@ -167,3 +167,13 @@ def test_max_batch_rows_must_be_positive(tiny_model, tokenizer):
     prompts, _ = prompts_and_completions(tokenizer, ["", ""])
     with pytest.raises(ValueError, match="max_batch_rows=0"):
         run_engine(tiny_model, prompts, max_batch_rows=0, tokenizer=tokenizer)
+
+
+def test_forced_completions_per_output_row_replay_each_sample(tiny_model, tokenizer):
+    """``num_return_sequences`` samples of a prompt can replay different structures (benchmarks/throughput.py)."""
+    prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT, TEXT, SHORT + SHORT])
+    prompts = prompts[:2]
+    _, rows = run(tiny_model, prompts, forced, num_return_sequences=2, do_sample=True, max_batch_rows=1,
+                  max_new_tokens=max(len(c) for c in forced) + 8)
+    assert [r["completion"] for r in rows] == forced
+    assert rows[0]["kv_slots"] == rows[1]["kv_slots"] == len(prompts[0]) + len(forced[0]) + len(forced[1])

@@ -5,7 +5,8 @@ Multiverse options are generation kwargs (or attributes of a ``GenerationConfig`
 (False; True replays decode steps from CUDA graphs, see ``decode_graphs``), ``max_branches``,
 ``max_depth``, ``max_path_tokens``, ``max_critical_path``, ``enforce_structure``, ``seed`` (one
 generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``),
-``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks),
+``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks; one
+per prompt, or one per output row when ``num_return_sequences`` samples should replay different ones),
 ``max_batch_rows`` (continuous batching: KV-cache rows decoding at once, more prompts wait for a free row;
 default: all, as free memory allows) and ``kv_row_slots`` (KV slots per row; default: sized from the budget).
 The engine's typed options: ``engine_options.EngineOptions``.
@@ -109,8 +110,10 @@ def parallel_generate(model, input_ids, attention_mask, generation_config, optio
     if input_ids is None or input_ids.ndim != 2:
         raise ValueError("parallel generate needs `input_ids` of shape [batch, prompt_length]")
     forced = options["forced_completions"]
-    if forced is not None and len(forced) != input_ids.shape[0]:
-        raise ValueError(f"forced_completions has {len(forced)} entries for a batch of {input_ids.shape[0]}")
+    rows = input_ids.shape[0] * (generation_config.num_return_sequences or 1)
+    if forced is not None and len(forced) not in (input_ids.shape[0], rows):
+        raise ValueError(f"forced_completions has {len(forced)} entries for a batch of {input_ids.shape[0]} "
+                         f"(give one per prompt, or one per output row: {rows})")
     settings = resolve(generation_config, options, input_ids.shape[1], logits_processor,
                                            stopping_criteria, input_ids.device)
     processor = structure_processor(model.config, generation_config, options)

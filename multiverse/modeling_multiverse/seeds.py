@@ -68,18 +68,23 @@ class Seeds:
 
 
 class ReplaySeeds:
-    """Forced replay of ``completions[p]`` after prompt ``p``: the tokens of every stream of prompt + completion."""
+    """Forced replay of ``completions[p]`` after prompt ``p`` (or of ``completions[row]`` for each output row when
+    there is one per row): the tokens of every stream of prompt + completion."""
 
     replay = True
 
     def __init__(self, prompts: list, completions: list, tag_ids: list):
         self.prompts, self.completions, self.tag_ids = prompts, completions, tag_ids
-        self.scripts = {}  # prompt -> {sid: tokens, "forks": {sid: [[child sid, ...] per fork]}}
+        self.per_row = len(completions) != len(prompts)
+        self.scripts = {}  # script key -> {sid: tokens, "forks": {sid: [[child sid, ...] per fork]}}
         self.sid = {}  # branch -> the parsed stream it reproduces (-1: none, it stops at once)
 
-    def script(self, prompt: int) -> dict:
-        if prompt not in self.scripts:  # parsed when the prompt is admitted, not all up front
-            ids = list(self.prompts[prompt]) + list(self.completions[prompt])
+    def key(self, branch) -> int:
+        return branch.sample if self.per_row else branch.prompt
+
+    def script(self, key: int, prompt: int) -> dict:
+        if key not in self.scripts:  # parsed when the prompt is admitted, not all up front
+            ids = list(self.prompts[prompt]) + list(self.completions[key])
             parser = IncrementalParser(False, True, "tokens", None)
             parser.feed_ids(ids, self.tag_ids)
             per_sid, arr, n = {}, np.asarray(ids), len(self.prompts[prompt])
@@ -88,15 +93,15 @@ class ReplaySeeds:
                 if end > start:
                     per_sid.setdefault(sid, []).extend(arr[start:end].tolist())
             per_sid["forks"] = parser.fork_children
-            self.scripts[prompt] = per_sid
-        return self.scripts[prompt]
+            self.scripts[key] = per_sid
+        return self.scripts[key]
 
     def at_start(self, branch, prompt: int, prompt_sid: int) -> list[int]:
         self.sid[branch] = prompt_sid
-        return self.script(prompt).get(prompt_sid, [])
+        return self.script(self.key(branch), prompt).get(prompt_sid, [])
 
     def at_fork(self, parent, k: int, outline_ids: list, tag_ids: list, child) -> tuple[str, list[int]]:
-        script = self.scripts[child.prompt]
+        script = self.scripts[self.key(child)]
         forks = script["forks"].get(self.sid[parent], [])
         fork_index = len(parent.forks)  # the parent's forks so far: this one is next
         sids = forks[fork_index] if fork_index < len(forks) else []

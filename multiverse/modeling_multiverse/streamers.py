@@ -1,4 +1,12 @@
-"""Streaming parallel decoding to a TextStreamer-style streamer (``put``/``end``)."""
+"""Streaming parallel decoding.
+
+A *branch streamer* (``generate(streamer=...)`` with an ``on_token`` method) is called by the engine with
+``on_token(branch, token)``, ``on_fork(parent, children)``, ``on_merge(parent, children)`` and ``end()``; in a
+continuous batch ``branch.prompt`` and ``branch.sample`` say which prompt and output row a branch decodes, and
+``on_prompt_start(prompt, roots)`` / ``on_prompt_end(prompt)`` are called, where defined, when a prompt is
+admitted into a cache row and when its row is freed. ``LinearStreamer`` adapts a TextStreamer-style streamer
+(``put``/``end``) to one output row.
+"""
 
 import torch
 
