@@ -27,6 +27,7 @@ class Branch:
     forks: list = field(default_factory=list)  # (tokens before the fork, [child branches])
     done: bool = False  # emits nothing more
     suspended: bool = False  # waiting for its branches to close
+    queued: bool = False  # sequential paths: waiting for its earlier siblings to end
     pending: bool = False  # last token emitted but not yet written to the cache
     start_step: int = -1
     end_step: int = -1
@@ -43,7 +44,7 @@ class Branch:
 
     @property
     def active(self) -> bool:
-        return not self.done and not self.suspended
+        return not self.done and not self.suspended and not self.queued
 
     def linearize(self, upto: int | None = None) -> tuple[list, list, list]:
         """Tokens, their recorded logits (None where unwritten) and what each was chosen from (None where
@@ -104,6 +105,7 @@ class PromptState:
     done: bool = False
     events: Counter = field(default_factory=Counter)
     first_step: int = 0  # the engine step it was admitted at: its branches count steps from there
+    queued: list = field(default_factory=list)  # sequential paths: branches waiting for their turn, in order
     admitted_at: float = 0.0  # perf_counter at admission
     seconds: float = 0.0  # admission to done
 

@@ -66,7 +66,7 @@ class ParallelEngine:
                                     o.logits_processor, o.stopping_criteria, self.pad, self.model.config.vocab_size,
                                     tensor_parallel_group(self.model))
         self.trees = Trees(self.tag_ids, self.position_rule, self.runner, self.sampler, self.seeds, o.streamer,
-                           o.num_samples, o.max_new_tokens, self.eos)
+                           o.num_samples, o.max_new_tokens, self.eos, o.sequential_paths)
         self.scheduler = Scheduler(prompts, rows, self.runner.capacity, o.num_samples, o.max_new_tokens,
                                    o.max_critical_path, self.tag_ids, self.pad, o.streamer)
 
@@ -182,6 +182,7 @@ class ParallelEngine:
         for b in {br.sample for br in done}:
             states[b].steps += 1
         for state in self.scheduler.live:
+            self.trees.next_turn(state)
             self.scheduler.check_limits(state)
 
     def _choose(self, logits: StepLogits, sample: list, emitting: Counter) -> list:

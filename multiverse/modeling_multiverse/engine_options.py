@@ -27,6 +27,8 @@ class EngineOptions:
     # KV slots per cache row (None: sized from the budget, prompt + samples * max_new_tokens, never overflows);
     # a prompt whose row fills up ends with the event ``kv_row_full``.
     kv_row_slots: int | None = None
+    # A block's paths one after another (one branch live at a time): autoregressive decoding through this engine.
+    sequential_paths: bool = False
 
     @classmethod
     def from_options(cls, options: dict, **overrides) -> "EngineOptions":

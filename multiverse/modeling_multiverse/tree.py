@@ -4,6 +4,10 @@ Plain Python over ``branches.Branch``; the device side is one layout call per ne
 one branch per outline, seeded by the seed policy (``seeds``); when every branch of a fork has closed its
 ``</Path>``, the parent resumes with what the policy forces at a merge. Positions and grammar are
 ``structure.Stream``'s, the ones training uses.
+
+With ``sequential`` paths (``generate(sequential_paths=True)``) a fork opens its branches as usual (same
+streams, positions, visibility, cache slots) but only one is live at a time: the next starts when the one
+before it has ended. That is autoregressive decoding of the same model by the same code, batching included.
 """
 
 import copy
@@ -19,7 +23,8 @@ from .tags import END_OUTLINE, OUTLINE
 
 class Trees:
     def __init__(self, tag_ids: list, position_rule: str, runner, sampler, seeds, streamer, num_samples: int,
-                 max_new_tokens: int, eos: set):
+                 max_new_tokens: int, eos: set, sequential: bool = False):
+        self.sequential = sequential
         self.tag_ids, self.position_rule, self.runner, self.sampler = tag_ids, position_rule, runner, sampler
         self.seeds, self.streamer, self.n, self.max_new_tokens, self.eos = seeds, streamer, num_samples, max_new_tokens, eos
         self.code_of = {t: c for c, t in enumerate(tag_ids)}
@@ -107,10 +112,13 @@ class Trees:
             child.queue = deque(seed)
             state.row.streams.append(child.stream)
             child.presence_row = self.sampler.new_row(source_row=br.presence_row)
+            child.queued = self.sequential and k > 0
             children.append(child)
             state.branches.append(child)
             self.runner.layout.add_stream(state.row.cache_row, child.stream)
         br.forks.append((len(br.tokens), children))
+        if self.sequential:
+            state.queued[:0] = children[1:]  # nested paths go before the outer block's later paths
         br.suspended = True
         state.forks += 1
         if self.streamer is not None:
@@ -126,3 +134,15 @@ class Trees:
         parent.queue.extend(self.seeds.at_merge(parent, self.tag_ids))
         if self.streamer is not None:
             self.streamer.on_merge(parent, children)
+
+    def next_turn(self, state: PromptState):
+        """Sequential paths: a queued branch goes live once the sibling before it has ended (closed, or stopped)."""
+        while state.queued:
+            br = state.queued[0]
+            _, siblings = br.parent.forks[-1]
+            before = siblings[siblings.index(br) - 1]
+            if not before.done:
+                return
+            br.queued = False
+            state.queued.pop(0)
+
