@@ -183,7 +183,11 @@ def test_dataset_from_records_loads_with_chat_fields(tmp_path):
     assert train["format"] == ["autoregressive"] * 3 + ["multiverse"] * 12 and len(ar) == 12
     row = train[3]
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
-    assert row["prompt"][1]["content"] == EXAMPLES[0]["question"]
+    # The reference's training prompts: the question, then the suffix of its format.
+    assert row["prompt"][1]["content"] == EXAMPLES[0]["question"] + " Think step by step and in parallel before answering."
+    assert ar[0]["prompt"][-1]["content"] == EXAMPLES[0]["question"] + " Think step by step before answering."
+    bare = build_dataset(records, prompt_suffixes=False)
+    assert bare["train"][0]["prompt"][-1]["content"] == EXAMPLES[0]["question"]
     (turn,) = row["completion"]
     assert turn["role"] == "assistant"
     assert turn["content"] == f"<Think>\n{EXAMPLES[0]['multiverse_trace']}\n</Think>\n{EXAMPLES[0]['answer']}"

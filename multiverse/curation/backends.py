@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..transcripts import completion_text
 from .redaction import Redactor, redact_url
 
 
@@ -248,5 +249,6 @@ class TransformersBackend:
                 self.tokenizer.pad_token_id or self.tokenizer.eos_token_id), **sampling)
         new = out[0, inputs["input_ids"].shape[1]:]
         finished = len(new) < self.max_new_tokens or int(new[-1]) == self.tokenizer.eos_token_id
-        return Completion(self.tokenizer.decode(new, skip_special_tokens=True), int(inputs["input_ids"].shape[1]),
+        # Tags stay even where the curating model's tokenizer marks them special (a Multiverse model's does).
+        return Completion(completion_text(self.tokenizer, new), int(inputs["input_ids"].shape[1]),
                           len(new), "stop" if finished else "length")

@@ -57,6 +57,9 @@ def curate(
     mix: float = typer.Option(None, help="Curriculum: this share of examples also given autoregressively, first"),
     seed: int = typer.Option(0, help="Seed for --mix and the local model's sampling"),
     sft_system: str = typer.Option(None, help="System message to put in every SFT prompt"),
+    prompt_suffixes: bool = typer.Option(True, help="End each user turn as the reference's training data does: "
+                                                    "' Think step by step and in parallel before answering.' "
+                                                    "(Multiverse) or ' Think step by step before answering.'"),
     checkpoint: Path = typer.Option(None, help=f"Checkpoint JSONL (default OUTPUT/{CHECKPOINT_NAME})"),
     retry_failed: bool = typer.Option(False, help="Run failed items of the checkpoint again (transient failures "
                                                   "such as timeouts always run again)"),
@@ -131,7 +134,7 @@ def curate(
         report = redactor.data(report)
         (output / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         print_report(report)
-        _build(output, checkpoint, report, config, mix, seed, sft_system, str(input), prompts)
+        _build(output, checkpoint, report, config, mix, seed, sft_system, str(input), prompts, prompt_suffixes)
     finally:
         lock.release()
 
@@ -153,7 +156,8 @@ def _backend(endpoint, model, local_model, api_key_env, timeout, connect_timeout
                          max_tokens=max_tokens)
 
 
-def _build(output: Path, checkpoint: Path, report: dict, config, mix, seed, sft_system, source, prompts):
+def _build(output: Path, checkpoint: Path, report: dict, config, mix, seed, sft_system, source, prompts,
+           prompt_suffixes: bool = True):
     """The dataset and its card. ``report`` is redacted already: the card shows nothing it does not."""
     import datasets
 
@@ -167,7 +171,7 @@ def _build(output: Path, checkpoint: Path, report: dict, config, mix, seed, sft_
         typer.echo("no finished examples yet: no dataset written", err=True)
         raise typer.Exit(1)
     datasets.disable_progress_bars()  # one line per split saved says nothing the summary does not
-    dataset = build_dataset(records, mix=mix, seed=seed, system=sft_system)
+    dataset = build_dataset(records, mix=mix, seed=seed, system=sft_system, prompt_suffixes=prompt_suffixes)
     dataset.save_to_disk(str(output))
     card = dataset_card(dataset, report, output=str(output), source=source, backend=report["run"]["backend"],
                         prompts_fingerprint=prompts.fingerprint(), max_repairs=config.max_repairs,
@@ -201,7 +205,8 @@ def toy_data(
     datasets.disable_progress_bars()
     for name, rows in (("train", train_rows), ("test", test_rows)):
         write_jsonl(output / f"{name}.jsonl", rows)
-    build_dataset(as_records(train_rows), seed=seed).save_to_disk(str(output / "sft"))
+    # The toy task is evaluated with plain prompts (the quickstart's), so its user turn is the bare question.
+    build_dataset(as_records(train_rows), seed=seed, prompt_suffixes=False).save_to_disk(str(output / "sft"))
     typer.echo(f"wrote {output}: train {len(train_rows)}, test {len(test_rows)}, sft/ dataset; "
                f"{_tokens_per_step(train_rows[:500]):.2f} completion tokens per decode step")
 

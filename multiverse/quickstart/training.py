@@ -32,7 +32,7 @@ def toy_tokenizer(examples, vocab_size: int = 320):
 
 def toy_datasets(examples):
     """The Multiverse split and the sequential split, prompt/completion in chat form."""
-    return build_dataset(as_records(examples))
+    return build_dataset(as_records(examples), prompt_suffixes=False)  # evaluated with plain prompts
 
 
 def fresh_model(tokenizer, seed: int = 0) -> MultiverseForCausalLM:
