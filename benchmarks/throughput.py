@@ -175,6 +175,9 @@ def main(args):
               "tokens": tokens, "steps": steps, "ideal_parallelism": round(tokens / steps, 3),
               "continuous_s": round(continuous_s, 3), "static_s": round(static_s, 3),
               "continuous_engine_steps": continuous_steps.count, "static_engine_steps": static_steps.count,
+              # output rows busy per engine step over the rows x samples there are room for
+              "continuous_occupancy": round(steps / (continuous_steps.count * args.rows * n), 3),
+              "static_occupancy": round(steps / (static_steps.count * args.rows * n), 3),
               "continuous_tok_s": round(tokens / continuous_s, 1), "static_tok_s": round(tokens / static_s, 1)}
     result["continuous_vs_static"] = round(static_s / continuous_s, 3)
     if not args.skip_hf:

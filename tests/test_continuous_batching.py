@@ -3,46 +3,10 @@
 import pytest
 import torch
 
+from batching_helpers import SHORT, TWO_BLOCKS, alone, prompts_and_completions, run, table_model, tag_ids
 from engine_helpers import run_engine
-from mock_lm import TableLM
-from multiverse.modeling_multiverse import TAGS, tag_token_ids
 from multiverse.modeling_multiverse.parser import parse
 from samples import NESTED, TEXT
-
-SHORT = "Just a sentence, no block at all."
-TWO_BLOCKS = TEXT + "\n<Parallel>\n<Goal>\n<Outline>\n1: again\n</Outline>\n<Outline>\n2: more\n</Outline>\n</Goal>\n" \
-    "<Path>\n1: once\n</Path>\n<Path>\n2: twice over\n</Path>\n<Conclusion>\nok\n</Conclusion>\n</Parallel>\nEnd."
-
-
-def prompts_and_completions(tokenizer, texts):
-    prompts = [tokenizer.encode("Q" + " please" * (3 * i) + ":\n") for i in range(len(texts))]  # lengths differ
-    return prompts, [tokenizer.encode(t) for t in texts]
-
-
-def rows_of(out, prompt_width: int) -> list[dict]:
-    """Per output row: its completion (padding dropped) and its statistics (wall time dropped)."""
-    rows = []
-    for r, stats in enumerate(out.multiverse):
-        n = stats["tokens"] + stats["closing_tags"]
-        rows.append({"completion": out.sequences[r, prompt_width:prompt_width + n].tolist(),
-                     **{k: v for k, v in stats.items() if k != "seconds"}})
-    return rows
-
-
-def run(model, prompts, forced=None, **kwargs):
-    out = run_engine(model, prompts, forced=forced, **kwargs)
-    return out, rows_of(out, max(len(p) for p in prompts))
-
-
-def alone(model, prompts, forced=None, n=1, seed=None, **kwargs):
-    """Each prompt decoded by itself (its output rows seeded as in the batch: seed + row)."""
-    rows = []
-    for p, prompt in enumerate(prompts):
-        extra = {} if seed is None else {"seed": seed + p * n}
-        rows += run(model, [prompt], None if forced is None else [forced[p]], num_return_sequences=n, **extra,
-                    **kwargs)[1]
-    return rows
-
 
 @pytest.mark.parametrize("static", [False, True], ids=["eager", "static-step"])
 def test_forced_replays_more_prompts_than_rows_equal_each_alone(tiny_model, tokenizer, static):
@@ -74,20 +38,16 @@ def test_greedy_decoding_with_tokenizer_seeds_equals_each_alone(tiny_model, toke
 def branching_model(tokenizer):
     """A table model whose every choice is a coin flip between structure and text: sampled runs fork, nest
     and end at different lengths."""
-    ids = dict(zip(TAGS, tag_token_ids(tokenizer)))
+    ids = tag_ids(tokenizer)
     word, colon, nl, one = (tokenizer.encode(s)[0] for s in (" the", ":", "\n", "1"))
-    model = TableLM(tokenizer)
-    for a, choices in {ids["<Parallel>"]: [ids["<Goal>"]], ids["<Goal>"]: [ids["<Outline>"]],
-                       ids["<Outline>"]: [one], one: [ids["</Outline>"]],
-                       ids["</Outline>"]: [ids["</Goal>"], ids["<Outline>"]], ids["</Goal>"]: [word],
-                       colon: [ids["<Parallel>"], word],
-                       word: [word, ids["</Path>"], nl, ids["</Conclusion>"], tokenizer.eos_token_id],
-                       nl: [word, ids["<Parallel>"], ids["</Parallel>"]], ids["</Path>"]: [nl],
-                       ids["</Conclusion>"]: [ids["</Parallel>"]], ids["</Parallel>"]: [word, tokenizer.eos_token_id]
-                       }.items():
-        for b in choices:
-            model.table[a, b] = 12.0  # far above the rest of the vocabulary (0): a draw among the choices
-    return model, word
+    eos = tokenizer.eos_token_id
+    prefs = {ids["<Parallel>"]: [ids["<Goal>"]], ids["<Goal>"]: [ids["<Outline>"]], ids["<Outline>"]: [one],
+             one: [ids["</Outline>"]], ids["</Outline>"]: [ids["</Goal>"], ids["<Outline>"]], ids["</Goal>"]: [word],
+             colon: [ids["<Parallel>"], word], word: [word, ids["</Path>"], nl, ids["</Conclusion>"], eos],
+             nl: [word, ids["<Parallel>"], ids["</Parallel>"]], ids["</Path>"]: [nl],
+             ids["</Conclusion>"]: [ids["</Parallel>"]], ids["</Parallel>"]: [word, eos]}
+    # far above the rest of the vocabulary (0): a draw among the choices
+    return table_model(tokenizer, {a: (b, True) for a, b in prefs.items()}), word
 
 
 def test_seeded_sampling_of_nested_structures_equals_each_alone_whatever_the_rows(tokenizer):

@@ -2,10 +2,10 @@
 
 import torch
 
+from batching_helpers import TWO_BLOCKS, prompts_and_completions, run, table_model, tag_ids
 from engine_helpers import run_engine
 from mock_lm import TableLM
-from multiverse.modeling_multiverse import TAGS, tag_token_ids
-from test_continuous_batching import NESTED, TEXT, TWO_BLOCKS, prompts_and_completions, run
+from samples import NESTED, TEXT
 
 
 def test_sequential_replay_writes_the_same_tokens_one_per_step(tiny_model, tokenizer):
@@ -26,23 +26,20 @@ def test_sequential_replay_writes_the_same_tokens_one_per_step(tiny_model, token
 
 def greedy_nesting_model(tokenizer):
     """A table model whose greedy choices open a two-path block wherever allowed, nested to max_depth."""
-    ids = dict(zip(TAGS, tag_token_ids(tokenizer)))
+    ids = tag_ids(tokenizer)
     word, colon, nl, one = (tokenizer.encode(s)[0] for s in (" the", ":", "\n", "1"))
-    model = TableLM(tokenizer, default=word)  # rows without a preference write a word
+    eos = tokenizer.eos_token_id
     prefs = {ids["<Parallel>"]: [ids["<Goal>"]], ids["<Goal>"]: [ids["<Outline>"]], ids["<Outline>"]: [one],
              one: [ids["</Outline>"]], ids["</Outline>"]: [ids["<Outline>"], ids["</Goal>"]], ids["</Goal>"]: [word],
              colon: [ids["<Parallel>"], word], nl: [word], ids["</Conclusion>"]: [ids["</Parallel>"]],
-             ids["</Parallel>"]: [tokenizer.eos_token_id, word],
-             word: [ids["</Path>"], ids["</Conclusion>"], word, tokenizer.eos_token_id]}
-    for a, choices in prefs.items():
-        for rank, b in enumerate(choices):
-            model.table[a, b] = 10.0 - rank  # greedy takes the first the grammar allows
-    return model, word
+             ids["</Parallel>"]: [eos, word], word: [ids["</Path>"], ids["</Conclusion>"], word, eos]}
+    # greedy takes the first the grammar allows; rows without a preference write a word
+    return table_model(tokenizer, {a: (b, False) for a, b in prefs.items()}, default=word), word
 
 
 def test_sequential_greedy_decoding_equals_parallel_greedy(tokenizer):
     model, word = greedy_nesting_model(tokenizer)
-    prompts = [[word] * (1 + 3 * i) + [tag_token_ids(tokenizer)[2]] for i in range(3)]  # each opens a block
+    prompts = [[word] * (1 + 3 * i) + [tag_ids(tokenizer)["<Parallel>"]] for i in range(3)]  # each opens a block
     kwargs = dict(max_new_tokens=200, max_depth=2, max_branches=2, tokenizer=tokenizer,
                   eos_token_id=tokenizer.eos_token_id)
     parallel = run(model, prompts, **kwargs)[1]

@@ -26,7 +26,8 @@ class Trees:
                  max_new_tokens: int, eos: set, sequential: bool = False):
         self.sequential = sequential
         self.tag_ids, self.position_rule, self.runner, self.sampler = tag_ids, position_rule, runner, sampler
-        self.seeds, self.streamer, self.n, self.max_new_tokens, self.eos = seeds, streamer, num_samples, max_new_tokens, eos
+        self.seeds, self.streamer, self.n = seeds, streamer, num_samples
+        self.max_new_tokens, self.eos = max_new_tokens, eos
         self.code_of = {t: c for c, t in enumerate(tag_ids)}
         self.states: dict[int, PromptState] = {}  # output row -> its state, from admission on
 
