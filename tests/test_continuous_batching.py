@@ -8,11 +8,15 @@ from engine_helpers import run_engine
 from multiverse.modeling_multiverse.parser import parse
 from samples import NESTED, TEXT
 
-@pytest.mark.parametrize("static", [False, True], ids=["eager", "static-step"])
-def test_forced_replays_more_prompts_than_rows_equal_each_alone(tiny_model, tokenizer, static):
+IDLE_ROWS = {"max_batch_rows": 3, "max_live_samples": 1}  # two cache rows wait empty while one prompt decodes
+
+
+@pytest.mark.parametrize("static, rows", [(False, {}), (True, {}), (False, IDLE_ROWS)],
+                         ids=["eager", "static-step", "idle-rows"])
+def test_forced_replays_more_prompts_than_rows_equal_each_alone(tiny_model, tokenizer, static, rows):
     prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT, TEXT, TWO_BLOCKS, SHORT + SHORT])
     kwargs = dict(max_new_tokens=max(len(c) for c in forced) + 8, output_logits=True)
-    out, batched = run(tiny_model, prompts, forced, max_batch_rows=2, static_decode=static, **kwargs)
+    out, batched = run(tiny_model, prompts, forced, static_decode=static, **({"max_batch_rows": 2} | rows), **kwargs)
     if static:  # the static (CUDA-graph) step ran over 2 cache rows
         assert tiny_model._multiverse_static_decode[0].batch_index.shape[0] == 2
     lengths = {len(c) for c in forced}
@@ -60,6 +64,9 @@ def test_seeded_sampling_of_nested_structures_equals_each_alone_whatever_the_row
     assert len({len(r["completion"]) for r in reference}) >= 3  # rows end at different lengths
     for rows in (1, 2, 3, None):
         assert run(model, prompts, num_return_sequences=2, seed=11, max_batch_rows=rows, **kwargs)[1] == reference
+    # spare cache rows: a prompt is admitted once enough samples (not whole prompts) have ended
+    assert run(model, prompts, num_return_sequences=2, seed=11, max_batch_rows=4, max_live_samples=3,
+               **kwargs)[1] == reference
 
 
 def test_a_row_that_would_overflow_ends_its_prompt_with_a_counted_event(tiny_model, tokenizer):

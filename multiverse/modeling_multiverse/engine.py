@@ -68,7 +68,7 @@ class ParallelEngine:
         self.trees = Trees(self.tag_ids, self.position_rule, self.runner, self.sampler, self.seeds, o.streamer,
                            o.num_samples, o.max_new_tokens, self.eos, o.sequential_paths)
         self.scheduler = Scheduler(prompts, rows, self.runner.capacity, o.num_samples, o.max_new_tokens,
-                                   o.max_critical_path, self.tag_ids, self.pad, o.streamer)
+                                   o.max_critical_path, self.tag_ids, self.pad, o.streamer, o.max_live_samples)
 
     def _admit(self, step: int, logits: StepLogits):
         """Prefill waiting prompts into free cache rows (a contiguous run of rows per forward)."""

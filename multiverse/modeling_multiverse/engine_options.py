@@ -27,6 +27,10 @@ class EngineOptions:
     # KV slots per cache row (None: sized from the budget, prompt + samples * max_new_tokens, never overflows);
     # a prompt whose row fills up ends with the event ``kv_row_full``.
     kv_row_slots: int | None = None
+    # Output rows decoding at once (None: no limit beyond the cache rows). The samples of a prompt share its
+    # cache row until the last ends: with spare cache rows (max_batch_rows above max_live_samples / samples), a
+    # new prompt is admitted as soon as enough samples have ended, not only when whole prompts have.
+    max_live_samples: int | None = None
     # A block's paths one after another (one branch live at a time): autoregressive decoding through this engine.
     sequential_paths: bool = False
 
@@ -35,7 +39,7 @@ class EngineOptions:
         """The engine's fields out of generate's options dict (other keys belong to the structure processor)."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in {**options, **overrides}.items() if k in names and v is not None}
-        for name in ("max_batch_rows", "kv_row_slots"):
+        for name in ("max_batch_rows", "kv_row_slots", "max_live_samples"):
             value = values.get(name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name}={value!r}: must be a positive integer (or None for the default)")

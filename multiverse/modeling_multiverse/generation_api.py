@@ -8,7 +8,9 @@ generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by `
 ``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks; one
 per prompt, or one per output row when ``num_return_sequences`` samples should replay different ones),
 ``max_batch_rows`` (continuous batching: KV-cache rows decoding at once, more prompts wait for a free row;
-default: all, as free memory allows), ``kv_row_slots`` (KV slots per row; default: sized from the budget) and
+default: all, as free memory allows), ``kv_row_slots`` (KV slots per row; default: sized from the budget),
+``max_live_samples`` (output rows decoding at once; with spare cache rows a prompt is admitted as soon as that
+many samples have ended) and
 ``sequential_paths`` (False; True decodes a block's paths one after another through the same engine: the
 autoregressive baseline with the parallel engine's code, batching included).
 The engine's typed options: ``engine_options.EngineOptions``.
@@ -32,7 +34,7 @@ __all__ = ["MultiverseGenerateOutput", "generate", "parallel_generate", "tree_di
 OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches=16, max_depth=4,
                        max_path_tokens=None, max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
                        forced_completions=None, max_batch_rows=None, kv_row_slots=None,
-                       sequential_paths=False)
+                       max_live_samples=None, sequential_paths=False)
 
 
 def split_options(generation_config, kwargs: dict) -> dict:

@@ -68,6 +68,9 @@ class ModelRunner:
             self.layout = LayoutBuffers(rows, capacity, device)
             self.decode_step = None
         self.capacity = self.cache.capacity  # the static step rounds it up
+        # Rows that hold no prompt yet still run padding queries on their scratch slot: it must see itself (a fully
+        # masked sdpa row is NaN, and NaN written to the cache leaks through zero attention weights).
+        self.layout.visibility[:, 0, 0] = True
 
     def forward(self, input_ids, position_ids, slots, kv_length: int, keep_last: bool, rows: slice = slice(None)):
         """Logits of query rows written at ``slots`` of cache ``rows``, reading keys [0, kv_length)."""
@@ -83,6 +86,7 @@ class ModelRunner:
     def clear_row(self, row: int):
         """A freed row's visibility; its segments are rewritten whole by the next prefill."""
         self.layout.visibility[row].zero_()
+        self.layout.visibility[row, 0, 0] = True
 
     def set_layout(self, row: int, layout):
         self.layout.segments[row] = layout.segment_ids.to(self.device)

@@ -19,7 +19,8 @@ from .budget_cuts import own_closing
 
 class Scheduler:
     def __init__(self, num_prompts: int, rows: int, capacity: int, num_samples: int, max_new_tokens: int,
-                 max_critical_path: int | None, tag_ids: list, pad_id: int = 0, streamer=None):
+                 max_critical_path: int | None, tag_ids: list, pad_id: int = 0, streamer=None,
+                 max_live_samples: int | None = None):
         self.waiting = deque(range(num_prompts))
         self.free = list(range(rows))  # cache rows; the lowest is taken first
         self.rows = {}  # cache row -> the PromptRow in it
@@ -27,16 +28,19 @@ class Scheduler:
         self.capacity, self.n = capacity, num_samples
         self.max_new_tokens, self.max_critical_path = max_new_tokens, max_critical_path
         self.tag_ids, self.pad_id, self.streamer = tag_ids, pad_id, streamer
+        self.max_live = max_live_samples
 
     @property
     def idle(self) -> bool:
         return not self.live and not self.waiting
 
     def admissions(self) -> list[tuple[int, int]]:
-        """(prompt, cache row) for every free row while prompts wait, in prompt order."""
-        out = []
-        while self.free and self.waiting:
+        """(prompt, cache row) for every free row while prompts wait, in prompt order, as long as the output rows
+        decoding stay within ``max_live_samples`` (a row held by a prompt's last sample leaves room for more)."""
+        out, live = [], len(self.live)
+        while self.free and self.waiting and (self.max_live is None or live + self.n <= self.max_live or not live):
             out.append((self.waiting.popleft(), self.free.pop(0)))
+            live += self.n
         return out
 
     def admitted(self, row, states: list):
