@@ -271,3 +271,9 @@ def test_a_static_cache_is_refused_not_decoded_under_the_wrong_mask(tiny_model, 
     with pytest.raises(ValueError, match="dynamic cache"):
         tiny_model.generate(torch.tensor([prompts[0]]), multiverse_parallel=False, max_new_tokens=2, do_sample=False,
                             cache_implementation="static", pad_token_id=tokenizer.pad_token_id)
+
+
+def test_embeddings_without_ids_or_layout_are_refused(tiny_model, tokenizer):
+    ids = torch.tensor([tokenizer.encode(PROMPTS[0] + GOAL3)])
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        tiny_model(inputs_embeds=tiny_model.get_input_embeddings()(ids))

@@ -63,9 +63,13 @@ class MultiverseModel(Qwen2Model):
         """
         inputs_embeds = kwargs.pop("inputs_embeds", None)
         # Multiverse: a prebuilt mask (the engine's, or a 4D/BlockMask from the user) passes through unchanged.
-        if _is_prebuilt(attention_mask) or (input_ids is None and mv_segment_ids is None):
+        if _is_prebuilt(attention_mask):
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    inputs_embeds=inputs_embeds, **kwargs)
+        if input_ids is None and mv_segment_ids is None:
+            # The structure is read from the ids; embeddings alone would get a plain causal mask, silently.
+            raise ValueError("MultiverseModel: inputs_embeds without input_ids needs the layout (mv_segment_ids, "
+                             "mv_visibility, position_ids) or a prebuilt attention mask")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         batch, q_len = inputs_embeds.shape[:2]
