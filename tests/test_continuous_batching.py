@@ -144,3 +144,10 @@ def test_forced_completions_per_output_row_replay_each_sample(tiny_model, tokeni
                   max_new_tokens=max(len(c) for c in forced) + 8)
     assert [r["completion"] for r in rows] == forced
     assert rows[0]["kv_slots"] == rows[1]["kv_slots"] == len(prompts[0]) + len(forced[0]) + len(forced[1])
+
+
+def test_default_rows_hold_every_prompt_that_fits_in_memory(tiny_model):
+    from multiverse.modeling_multiverse.engine_options import default_batch_rows
+
+    assert default_batch_rows(tiny_model, 5, 1000, "cpu") == 5  # tiny rows: the whole batch at once
+    assert default_batch_rows(tiny_model, 5, 10 ** 15, "cpu") == 1  # rows larger than memory: one at a time
