@@ -130,10 +130,12 @@ def test_admission_while_another_row_is_mid_block_and_streams_by_prompt(tiny_mod
         assert sorted(log.tokens[p]) == sorted(rows[p]["completion"])
 
 
-def test_max_batch_rows_must_be_positive(tiny_model, tokenizer):
+def test_max_batch_rows_must_be_positive_and_rows_must_hold_the_prompts(tiny_model, tokenizer):
     prompts, _ = prompts_and_completions(tokenizer, ["", ""])
     with pytest.raises(ValueError, match="max_batch_rows=0"):
         run_engine(tiny_model, prompts, max_batch_rows=0, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match=f"kv_row_slots=5 cannot hold a {len(prompts[1])}-token prompt"):
+        run_engine(tiny_model, prompts, kv_row_slots=5, tokenizer=tokenizer)
 
 
 def test_forced_completions_per_output_row_replay_each_sample(tiny_model, tokenizer):

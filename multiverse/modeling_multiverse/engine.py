@@ -58,6 +58,8 @@ class ParallelEngine:
             self.seeds = ReplaySeeds(self.prompt_ids, [list(c) for c in forced], self.tag_ids)
         width, prompts = max(len(p) for p in self.prompt_ids), len(self.prompt_ids)
         capacity = o.kv_row_slots or 1 + width + o.num_samples * o.max_new_tokens + 1  # samples share the row
+        if capacity < 2 + width:  # checked before any prompt decodes
+            raise ValueError(f"kv_row_slots={capacity} cannot hold a {width}-token prompt and a token after it")
         rows = min(prompts, o.max_batch_rows or default_batch_rows(self.model, prompts, capacity, device))
         self.runner = ModelRunner(self.model, rows, capacity, self.pad, device, o.static, o.cuda_graphs)
         self.cache = self.runner.cache
@@ -79,9 +81,6 @@ class ParallelEngine:
                 run.append(admitted.pop(0))
             prompts = [self.prompt_ids[p] for p, _ in run]
             width = max(len(p) for p in prompts)
-            if 1 + width > self.runner.capacity:
-                raise ValueError(f"prompt {run[0][0]} has {width} tokens: kv_row_slots={self.runner.capacity} cannot "
-                                 "hold it")
             positions = torch.stack([self.trees.admit(p, ids, r, width - len(ids), step)
                                      for (p, r), ids in zip(run, prompts)])
             out = self.runner.prefill(run[0][1], prompts, positions, width)
