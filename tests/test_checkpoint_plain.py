@@ -104,6 +104,14 @@ def test_a_mistyped_model_folder_is_reported_without_a_hub_lookup(tmp_path):
     assert result.exit_code == 1 and "no such folder" in result.output
 
 
+def _copy(checkpoint, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in checkpoint.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    return folder
+
+
 def _poison(folder, model_type):
     config = json.loads((folder / "config.json").read_text())
     config.update(model_type=model_type, auto_map={"AutoConfig": "evil.EvilConfig",
@@ -117,10 +125,7 @@ def _poison(folder, model_type):
 
 @pytest.mark.parametrize("model_type", ["qwen2", "multiverse"])
 def test_remote_code_of_a_known_model_type_is_never_run(chain_checkpoint, tmp_path, model_type):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for f in chain_checkpoint.iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    folder = _copy(chain_checkpoint, tmp_path)
     marker = _poison(folder, model_type)
     result = CliRunner().invoke(app, ["generate", str(folder), "-p", "hi", "--max-new-tokens", "8"])
     assert result.exit_code == 0, result.output
@@ -128,10 +133,7 @@ def test_remote_code_of_a_known_model_type_is_never_run(chain_checkpoint, tmp_pa
 
 
 def test_remote_code_of_an_unknown_model_needs_the_flag(chain_checkpoint, tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for f in chain_checkpoint.iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    folder = _copy(chain_checkpoint, tmp_path)
     marker = _poison(folder, "evil")
     result = CliRunner().invoke(app, ["generate", str(folder), "-p", "hi"])
     assert result.exit_code == 1 and "--trust-remote-code" in result.output and not marker.exists()
@@ -140,10 +142,7 @@ def test_remote_code_of_an_unknown_model_needs_the_flag(chain_checkpoint, tmp_pa
 
 
 def test_export_runs_no_remote_code_without_the_flag(chain_checkpoint, tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for f in chain_checkpoint.iterdir():
-        (folder / f.name).write_bytes(f.read_bytes())
+    folder = _copy(chain_checkpoint, tmp_path)
     marker = _poison(folder, "evil")
     result = CliRunner().invoke(app, ["export", str(folder), str(tmp_path / "out"), "--no-verify"])
     assert result.exit_code == 1 and "--trust-remote-code" in result.output and not marker.exists()
