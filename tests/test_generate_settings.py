@@ -258,3 +258,13 @@ def test_every_sampling_warper_is_built():
                           renormalize_logits=True)
     kinds = [type(w) for w in BranchSampler(gc, 1, 32, "cpu").warpers]
     assert kinds == [TopHLogitsWarper, TypicalLogitsWarper, EpsilonLogitsWarper, EtaLogitsWarper, LogitNormalization]
+
+
+@pytest.mark.parametrize("name, value", [("seed", 3), ("max_critical_path", 8), ("max_batch_rows", 2),
+                                         ("kv_row_slots", 64), ("max_live_samples", 2), ("sequential_paths", True),
+                                         ("forced_completions", [[1]])])
+def test_autoregressive_mode_refuses_the_engines_options(tiny_model, tokenizer, name, value):
+    """HF's generate decodes multiverse_parallel=False: an engine option there would be ignored silently."""
+    ids = torch.tensor([tokenizer.encode("Add the numbers.")])
+    with pytest.raises(ValueError, match=rf"{name}=.*autoregressive decoding"):
+        tiny_model.generate(ids, multiverse_parallel=False, max_new_tokens=2, **{name: value})

@@ -37,6 +37,11 @@ OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches
                        max_live_samples=None, sequential_paths=False)
 
 
+# Options only the parallel engine reads (autoregressive decoding refuses them when they are set).
+ENGINE_ONLY = ("cuda_graphs", "max_critical_path", "seed", "forced_completions", "max_batch_rows", "kv_row_slots",
+               "max_live_samples", "sequential_paths")
+
+
 def split_options(generation_config, kwargs: dict) -> dict:
     """Pop Multiverse options from ``kwargs``, falling back to ``generation_config`` attributes."""
     return {k: kwargs.pop(k) if k in kwargs else getattr(generation_config, k, default)
@@ -88,9 +93,12 @@ def generate(model, parent_generate, inputs=None, generation_config=None, logits
     # Generation settings go into the config; what is left are model inputs (attention_mask, ...).
     model_kwargs = generation_config.update(**kwargs)
     if not options["multiverse_parallel"]:
-        if options["cuda_graphs"]:
-            raise ValueError("cuda_graphs=True is for parallel decoding; autoregressive decoding has HF's own "
-                             "cache_implementation='static' with compile")
+        # HF's own generate decodes this mode: the engine's options would be silently ignored, so refuse them.
+        for name in ENGINE_ONLY:
+            if options[name] != OPTION_DEFAULTS[name]:
+                raise ValueError(f"{name}={_short(options[name])} is an option of parallel decoding; "
+                                 f"autoregressive decoding (multiverse_parallel=False) runs HF's generate, which has no such setting"
+                                 + (" (use torch.manual_seed for sampling)" if name == "seed" else ""))
         # The limits always hold; enforce_structure=False lifts only the grammar's tag order.
         processors = LogitsProcessorList(logits_processor or [])
         # The engine's seeds are forced here too: a path cannot see its siblings, so not its own label.
