@@ -1,8 +1,9 @@
 """Choosing the next token of every sampled branch row, and the stopping criteria, over what each row can see.
 
 Per row, in order: HF-style logits processors (``no_repeat_ngram_size``, ``bad_words_ids``, custom ones, ...) with
-the ids the branch can see as ``input_ids``; the structure processor's grammar and limits, with eos held back
-until ``min_new_tokens`` and no tag whose closing would not fit in ``max_new_tokens`` (``budget_cuts``); then the
+the ids the branch can see as ``input_ids``; the structure processor's grammar and limits (with a tokenizer, no
+token that completes a tag spelled with ordinary tokens, over the branch's ``tail``), with eos held back until
+``min_new_tokens`` and no tag whose closing would not fit in ``max_new_tokens`` (``budget_cuts``); then the
 repetition penalty, the warpers and the draw (``sampling.BranchSampler``).
 """
 
@@ -13,6 +14,7 @@ import torch
 from .budget_cuts import MAX_GROWTH, growth
 from .placement import agree_tokens
 from .sampling import forced_rows, visible_ids
+from .structure_processor import TAIL_TOKENS
 from .tags import OUTLINE, PARALLEL
 
 
@@ -34,7 +36,8 @@ class TokenChooser:
         sampled = Counter(br.sample for br in sample)
         rules = [self.rules(br, state, emitting[br.sample], sampled[br.sample]) for br, state in zip(sample, states)]
         rows = [br.presence_row for br in sample]
-        scores = self.sampler.process(self.structure.mask_scores(scores, rules), rows)
+        tails = None if self.structure.spelled is None else [self.tail(br) for br in sample]
+        scores = self.sampler.process(self.structure.mask_scores(scores, rules, tails), rows)
         tokens = self.sampler.choose(scores, [br.sample for br in sample])
         tokens = agree_tokens(tokens, self.tp_group)  # tensor parallel: every rank emits rank 0's tokens
         self.sampler.observe(rows, tokens)
@@ -52,6 +55,15 @@ class TokenChooser:
                 if allowed[code] and growth(br.stream, code) > share:
                     allowed[code] = False
         return allowed, eos_ok, must_close
+
+    def tail(self, br) -> list:
+        """The last ``TAIL_TOKENS`` ids the branch sees (for spelled tags). Its own tokens since its last merge end
+        what it sees; when they are fewer and hold no tag (text before a tag cannot join a spelled one), as just
+        after the root's start, its visible history is walked."""
+        own = br.tokens[br.forks[-1][0] if br.forks else 0:]
+        if len(own) >= TAIL_TOKENS or any(t in self.structure.spelled.tag_ids for t in own):
+            return own[-TAIL_TOKENS:]
+        return br.visible_tokens()[-TAIL_TOKENS:]
 
     def stops(self, emitted: list, step_scores: dict, device) -> list[bool]:
         """The stopping criteria for each branch that emitted this step, over the ids it can see and the scores its

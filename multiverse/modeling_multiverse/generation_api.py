@@ -49,10 +49,12 @@ def split_options(generation_config, kwargs: dict) -> dict:
 
 
 def structure_processor(config, generation_config, options, seeds=None) -> MultiverseStructureLogitsProcessor:
+    # The tokenizer lets the processor ban tags spelled with ordinary tokens; without one (the config's char table
+    # seeds paths) that check is off.
     return MultiverseStructureLogitsProcessor(
         config.multiverse_tag_ids, max_branches=options["max_branches"], max_depth=options["max_depth"],
         max_path_tokens=options["max_path_tokens"], eos_token_id=generation_config.eos_token_id,
-        grammar=options["enforce_structure"], seeds=seeds)
+        grammar=options["enforce_structure"], seeds=seeds, tokenizer=options["tokenizer"])
 
 
 def autoregressive_seeds(config, options) -> Seeds | None:

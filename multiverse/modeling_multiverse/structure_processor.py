@@ -3,8 +3,13 @@
 The state of each row is a ``structure.Stream`` (the same grammar the parser and engine use); this
 class only turns "which tags may come next" into a score mask. In plain ``generate`` it follows each
 row linearly with an ``IncrementalParser``; the parallel engine hands it the branch streams directly.
+
+With the tokenizer it also bans tags spelled with ordinary tokens (``SpelledTags``): the engine and parser read
+tags by id, so ``<`` ``Path`` ``>`` is text to them, but decoded and re-encoded (saved, graded, trained on) it
+becomes the real tag and the structure changes.
 """
 
+import weakref
 from collections import deque
 
 import torch
@@ -29,10 +34,14 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
             path's `\n<Path>\n{label}:` and the `\n<Conclusion>` after the last path. The training layout hides
             sibling paths, so a path cannot know its own label; without seeds autoregressive decoding guesses
             it (a trained toy model wrote path 2 twice).
+        tokenizer (*optional*): the tokenizer whose ids are decoded. With it, an ordinary token that would complete a
+            tag's text together with the row's preceding text is banned, so the decoded output never holds a tag
+            string that is not a tag token (which re-encoding would turn into one). Without it this check is
+            off: the processor knows no token's text.
     """
 
     def __init__(self, tag_ids, max_branches: int = 16, max_depth: int = 4, max_path_tokens: int | None = None,
-                 eos_token_id=None, grammar: bool = True, seeds=None):
+                 eos_token_id=None, grammar: bool = True, seeds=None, tokenizer=None):
         if len(tag_ids) != len(TAGS):
             raise ValueError(f"`tag_ids` must list the {len(TAGS)} tag ids in TAGS order, got {len(tag_ids)}")
         if not isinstance(max_branches, int) or max_branches < 1:
@@ -53,6 +62,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         self._rows: list[IncrementalParser] = []
         self._seen: list[int] = []
         self._forced: list[deque] = []
+        self.spelled = None if tokenizer is None else SpelledTags.of(tokenizer, list(tag_ids))
 
     # --- shared with the engine ----------------------------------------------------------------------
     def row_rules(self, stream) -> tuple[list[bool], bool, bool]:
@@ -67,8 +77,10 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         allowed[OUTLINE] = stream.top is None or len(stream.top.outline_starts) < self.max_branches
         return allowed, True, must_close
 
-    def mask_scores(self, scores: torch.FloatTensor, rules: list) -> torch.FloatTensor:
-        """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close."""
+    def mask_scores(self, scores: torch.FloatTensor, rules: list, tails: list | None = None) -> torch.FloatTensor:
+        """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close.
+        ``tails``: each row's last ``TAIL_TOKENS`` ids before the new token; with a tokenizer, the ordinary tokens
+        that would complete a spelled tag after them are banned too."""
         n_eos = len(self.eos_ids)
         # A ban per (row, tag or eos column); the rules rarely change between steps, so is the tensor kept.
         key = [(tuple(allowed), eos_ok) for allowed, eos_ok, _ in rules]
@@ -80,6 +92,8 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         columns = self._columns(scores.device)
         neg = torch.finfo(scores.dtype).min
         scores = scores.index_copy(1, columns, scores[:, columns].masked_fill(banned, neg))
+        if self.spelled is not None and tails is not None:
+            scores = self.spelled.ban(scores, tails)
         if not any(r[2] for r in rules):
             return scores
         closing = [self._end_path if r[2] else -1 for r in rules]
@@ -97,6 +111,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
             self._rows = [IncrementalParser(False, True, "tokens", None) for _ in range(input_ids.shape[0])]
             self._seen = [0] * input_ids.shape[0]
             self._forced = [deque() for _ in range(input_ids.shape[0])]
+        tails = None if self.spelled is None else input_ids[:, -TAIL_TOKENS:].tolist()
         rules, forced = [], []
         for b, parser in enumerate(self._rows):
             queue = self._forced[b]
@@ -111,7 +126,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
             self._seen[b] = input_ids.shape[1]
             rules.append(self.row_rules(parser.cur))
             forced.append(queue[0] if queue else -1)
-        scores = self.mask_scores(scores, rules)
+        scores = self.mask_scores(scores, rules, tails)
         return _force(scores, torch.tensor(forced, device=scores.device)) if max(forced) >= 0 else scores
 
     def _queue_seed(self, b: int, row: torch.Tensor, parser, streams_before: int, cur_before):
@@ -135,3 +150,79 @@ def _force(scores: torch.FloatTensor, token_ids: torch.LongTensor) -> torch.Floa
     only = torch.full_like(scores, torch.finfo(scores.dtype).min)
     only.scatter_(1, token_ids.clamp(min=0)[:, None], 0.0)
     return torch.where((token_ids >= 0)[:, None], only, scores)
+
+
+# Preceding tokens a row hands over: a tag's proper prefix has at most 12 characters (``</Conclusion>`` less its
+# ``>``); twice that leaves room for tokens that decode to nothing.
+LONGEST_TAG = max(len(t) for t in TAGS)
+TAIL_TOKENS = 2 * LONGEST_TAG
+# Characters a tag's proper prefix holds after its ``<``: a piece with another one cannot sit inside a prefix.
+_TAG_BODY = frozenset("".join(t[1:-1] for t in TAGS))
+
+
+class SpelledTags:
+    """Which ordinary tokens would complete a tag's text after a row's preceding text.
+
+    A tag string holds one ``<`` (first) and one ``>`` (last), so it never overlaps a tag token's text; what
+    matters of a row is the text from its last ``<``, when that is a proper prefix of a tag (``_complete``: that
+    prefix -> the tokens whose text starts with the rest of one of its tags). A token that holds a whole tag string
+    is banned everywhere. Built once per tokenizer (decoding every id takes about a second on Qwen's vocabulary)."""
+
+    _cache = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, tokenizer, tag_ids: list) -> "SpelledTags":
+        try:
+            known = cls._cache.setdefault(tokenizer, {})
+        except TypeError:  # not weak-referenceable: build it for this processor only
+            known = {}
+        if tuple(tag_ids) not in known:
+            known[tuple(tag_ids)] = cls(tokenizer, tag_ids)
+        return known[tuple(tag_ids)]
+
+    def __init__(self, tokenizer, tag_ids: list):
+        # One id at a time, as a row's text is the concatenation of its tokens' texts. Byte-level pieces of a
+        # multi-byte character decode to U+FFFD here, but ASCII (every tag character) never depends on neighbours.
+        self.texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False,
+                                            clean_up_tokenization_spaces=False)
+        self.tag_ids = tags = frozenset(tag_ids)
+        ending = [(i, text) for i, text in enumerate(self.texts) if ">" in text and i not in tags]
+        complete: dict[str, set] = {}
+        for tag in TAGS:
+            for split in range(1, len(tag)):
+                rest = tag[split:]
+                complete.setdefault(tag[:split], set()).update(i for i, text in ending if text.startswith(rest))
+        self.complete = {prefix: torch.tensor(sorted(ids), dtype=torch.long) for prefix, ids in complete.items()}
+        self.whole = torch.tensor([i for i, text in ending if any(tag in text for tag in TAGS)], dtype=torch.long)
+        self._on: dict = {}  # (prefix or None, device) -> ids there
+
+    def open_prefix(self, tail: list) -> str | None:
+        """The tag prefix the text of ``tail`` (token ids) ends with, if any."""
+        text = ""
+        for token in reversed(tail):
+            piece = self.texts[token] if 0 <= token < len(self.texts) else ""
+            text = piece + text
+            start = text.rfind("<")
+            if start >= 0:
+                return text[start:] if text[start:] in self.complete else None
+            if len(text) >= LONGEST_TAG - 1 or not _TAG_BODY.issuperset(piece):
+                return None  # no '<' close enough, or a character no tag prefix holds
+        return None
+
+    def ids(self, prefix, device) -> torch.Tensor:
+        key = (prefix, torch.device(device))
+        if key not in self._on:
+            self._on[key] = (self.whole if prefix is None else self.complete[prefix]).to(device)
+        return self._on[key]
+
+    def ban(self, scores: torch.FloatTensor, tails: list) -> torch.FloatTensor:
+        neg = torch.finfo(scores.dtype).min
+        if len(self.whole):
+            scores = scores.index_fill(1, self.ids(None, scores.device), neg)
+        # Most rows end in text no tag prefix can end: they cost one lookup.
+        rows = [(r, p) for r, p in ((r, self.open_prefix(tail)) for r, tail in enumerate(tails)) if p is not None]
+        if not rows:
+            return scores
+        cols = [self.ids(p, scores.device) for _, p in rows]
+        index = torch.cat([torch.full_like(c, r) for (r, _), c in zip(rows, cols)])
+        return scores.index_put((index, torch.cat(cols)), torch.tensor(neg, dtype=scores.dtype, device=scores.device))
