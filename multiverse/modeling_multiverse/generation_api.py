@@ -4,7 +4,8 @@ Multiverse options are generation kwargs (or attributes of a ``GenerationConfig`
 ``multiverse_parallel`` (True; False decodes autoregressively with the same mask), ``cuda_graphs``
 (False; True replays decode steps from CUDA graphs, see ``decode_graphs``), ``max_branches``,
 ``max_depth``, ``max_path_tokens``, ``max_critical_path``, ``enforce_structure``, ``seed`` (one
-generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``),
+generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``; with it, a tag spelled
+with ordinary tokens is banned, so decoded output re-encodes to the same structure),
 ``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks; one
 per prompt, or one per output row when ``num_return_sequences`` samples should replay different ones),
 ``max_batch_rows`` (continuous batching: KV-cache rows decoding at once, more prompts wait for a free row;
@@ -12,7 +13,8 @@ default: all, as free memory allows), ``kv_row_slots`` (KV slots per row; defaul
 ``max_live_samples`` (output rows decoding at once; with spare cache rows a prompt is admitted as soon as that
 many samples have ended) and
 ``sequential_paths`` (False; True decodes a block's paths one after another through the same engine: the
-autoregressive baseline with the parallel engine's code, batching included).
+autoregressive baseline with the parallel engine's code, batching included). With ``multiverse_parallel=False``
+HF's generate decodes, and the options only the engine reads (``ENGINE_ONLY``) are refused when set.
 The engine's typed options: ``engine_options.EngineOptions``.
 Which ``GenerationConfig`` fields parallel decoding honours, and which it refuses: ``generation_settings``.
 """
