@@ -40,6 +40,7 @@ def test_stats_counts_real_tokens_with_the_checkpoint_tokenizer(plain_checkpoint
 
 
 @pytest.mark.corpus
+@pytest.mark.corpus
 @pytest.mark.skipif(not full_corpus_files(), reason="set MULTIVERSE_CORPUS to check the whole corpus")
 def test_the_reference_budget_bounds_the_critical_path(plain_checkpoint):
     """The reference run stopped at 8000 tokens of critical path (not of all tokens): with the real tokenizer,

@@ -51,6 +51,7 @@ def test_grades_jsonl_completions(tmp_path):
     assert result.exit_code == 1 and "records.jsonl:1: a completion row needs" in result.output
 
 
+@pytest.mark.corpus
 @pytest.mark.skipif(not full_corpus_files(), reason="set MULTIVERSE_CORPUS to grade the whole corpus")
 def test_grades_the_whole_corpus():
     *files, total = _run(*full_corpus_files())

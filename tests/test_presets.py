@@ -12,7 +12,8 @@ def qwen(qwen_tokenizer):
     return qwen_tokenizer
 
 
-@pytest.mark.parametrize("path", corpus_files() + full_corpus_files(), ids=lambda p: p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1])
+@pytest.mark.parametrize("path", corpus_files() + [pytest.param(f, marks=pytest.mark.corpus) for f in full_corpus_files()],
+                         ids=lambda p: p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1])
 def test_eval_preset_renders_each_corpus_prompt(qwen, path):
     transcript = read_transcript(path)
     assert transcript.question and transcript.prompt.startswith("<|im_start|>system\n")
