@@ -154,3 +154,33 @@ def test_device_map_over_cuda_and_cpu(folder, tokenizer):
     _device_map_case(folder, tokenizer, {"model.embed_tokens": "cuda:0", "model.layers.0": "cuda:0",
                                          "model.layers.1": "cpu", "model.norm": "cpu", "model.rotary_emb": "cuda:0",
                                          "lm_head": "cpu"})
+
+
+def test_per_device_inputs_copy_the_mask_once_per_device_and_step():
+    """device_map: layers on a second device get one copy of the step's mask and rotary tables, not one per layer.
+    ``meta`` stands in for the second device (a CPU machine has one real device)."""
+    from multiverse.modeling_multiverse.placement import PerDeviceInputs
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden, attention_mask=None, position_embeddings=None):
+            seen.append((attention_mask, position_embeddings))
+            return hidden
+
+    seen = []
+    layers = [Layer() for _ in range(5)]
+    devices = ["cpu", "cpu", "meta", "meta", "meta"]
+    mask, rope = torch.ones(1, 1, 2, 4, dtype=torch.bool), (torch.zeros(1, 2, 8), torch.ones(1, 2, 8))
+    for _ in range(2):  # two steps
+        seen.clear()
+        with PerDeviceInputs(layers, devices):
+            for layer in layers:
+                layer(torch.zeros(1), attention_mask=mask, position_embeddings=rope)
+        assert seen[0][0] is mask and seen[1][0] is mask  # already on its device: untouched
+        assert all(m.device.type == "meta" for m, _ in seen[2:])
+        assert seen[2][0] is seen[3][0] is seen[4][0]  # one copy for the three layers on that device
+        assert seen[2][1][0] is seen[4][1][0] and seen[2][1][1] is seen[3][1][1]
+    assert all(not layer._forward_pre_hooks for layer in layers)  # the hooks live for one step
+    first = seen[2][0]
+    with PerDeviceInputs(layers, devices):
+        layers[2](torch.zeros(1), attention_mask=mask)
+    assert seen[-1][0] is not first  # a new step makes new copies (the mask changes every step)

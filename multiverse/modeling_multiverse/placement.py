@@ -65,3 +65,44 @@ def agree_tokens(tokens: torch.Tensor, group) -> torch.Tensor:
 
     dist.broadcast(tokens, src=dist.get_global_rank(group, 0), group=group)
     return tokens
+
+
+class PerDeviceInputs:
+    """Layers on several devices (``device_map``): each device gets the step's mask and rotary tables once.
+
+    The backbone hands every layer the same mask and ``position_embeddings``; accelerate's hook then copies them
+    to the layer's device for each layer, so 14 layers on a second GPU meant 14 copies of the mask per step. A
+    forward pre-hook (it runs before accelerate's, which then finds them in place) gives each layer the copy made
+    for its device. Install it around one forward: ``with PerDeviceInputs(layers, devices): model(...)``.
+    """
+
+    MOVED = ("attention_mask", "position_embeddings")
+
+    def __init__(self, layers, devices):
+        self.layers, self.devices = list(layers), [torch.device(d) for d in devices]
+        self.copies, self.handles = {}, []
+
+    def __enter__(self):
+        self.handles = [layer.register_forward_pre_hook(self._hook(device), with_kwargs=True)
+                        for layer, device in zip(self.layers, self.devices)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles, self.copies = [], {}  # the copies live for one step only
+
+    def _hook(self, device):
+        def hook(module, args, kwargs):
+            return args, {k: self._on(v, device) if k in self.MOVED else v for k, v in kwargs.items()}
+        return hook
+
+    def _on(self, value, device):
+        if isinstance(value, tuple):
+            return tuple(self._on(v, device) for v in value)
+        if not torch.is_tensor(value) or value.device == device:
+            return value
+        key = (id(value), device)
+        if key not in self.copies:  # the source is held too, so its id cannot be reused within the step
+            self.copies[key] = (value, value.to(device, non_blocking=True))
+        return self.copies[key][1]

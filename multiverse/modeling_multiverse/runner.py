@@ -5,6 +5,8 @@ and runs a decode step over the query rows the scheduler planned: eager, or the 
 replay (``decode_graphs``). Nothing here knows about branches beyond the (cache row, query row) of each.
 """
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -12,7 +14,7 @@ from .compat import CACHE_KWARG
 from .decode_graphs import held_static_step
 from .kv_cache import BranchKVCache, LayoutBuffers
 from .masks import dense_mask
-from .placement import kv_layers
+from .placement import PerDeviceInputs, kv_layers
 
 
 class StepLogits:
@@ -64,7 +66,8 @@ class ModelRunner:
             self.cache, self.layout, self.decode_step = held_static_step(model, rows, capacity, dtype, device, pad_id,
                                                                          cuda_graphs)
         else:
-            self.cache = BranchKVCache(model.config, rows, capacity, dtype, device, layers=kv_layers(model, device))
+            layers = kv_layers(model, device)
+            self.cache = BranchKVCache(model.config, rows, capacity, dtype, device, layers=layers)
             self.layout = LayoutBuffers(rows, capacity, device)
             self.decode_step = None
         self.capacity = self.cache.capacity  # the static step rounds it up
@@ -79,9 +82,17 @@ class ModelRunner:
         if self.model.config._attn_implementation == "eager":
             dtype = self.cache.keys[0].dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask={"full_attention": mask},
-                         **{CACHE_KWARG: self.cache}, use_cache=True, logits_to_keep=1 if keep_last else 0)
+        with self._spread():
+            out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask={"full_attention": mask},
+                             **{CACHE_KWARG: self.cache}, use_cache=True, logits_to_keep=1 if keep_last else 0)
         return out.logits
+
+    def _spread(self):
+        """Layers on several devices: the mask and rotary tables reach each device once per step."""
+        devices = getattr(self.cache, "layer_devices", None)
+        if devices is None or len(set(devices)) < 2:
+            return contextlib.nullcontext()
+        return PerDeviceInputs(self.model.model.layers, devices)
 
     def clear_row(self, row: int):
         """A freed row's visibility; its segments are rewritten whole by the next prefill."""
