@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperCommand
 
-from ..hub_cards.cli import USER_ERRORS, _fail
-from .options import decoding_settings, load_model_or_fail
+from .options import decoding_settings
 
 NUMBERS = re.compile(r"^\d+(,\d*)*$")
 
@@ -87,6 +86,7 @@ def evaluate(model: str = typer.Argument(..., help="A Multiverse model folder (o
     from .runner import evaluate as run_eval
     from .summary import summarize
     from ..distributed import is_main_process, rank_private_dir
+    from ..hub_cards.loading import load_multiverse
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     if not mode_list or set(mode_list) - set(MODES):
@@ -100,20 +100,16 @@ def evaluate(model: str = typer.Argument(..., help="A Multiverse model folder (o
                     user_template=chosen.user_template, chat=chat, budget=rule, max_total_tokens=max_total_tokens,
                     max_branches=max_branches, max_depth=max_depth, batch_size=batch_size, dtype=dtype, device=device,
                     **sampling)
-    try:
-        problems = load_benchmark(benchmark, limit)
-        # Under torchrun, ranks other than 0 log into a private copy: all resume alike, rank 0 alone writes `out`.
-        log = RecordLog(rank_private_dir(out, keep=("records.jsonl",)), settings)
-    except USER_ERRORS as err:
-        _fail(err)
-    lm, tok = load_model_or_fail(model, dtype, device, trust_remote_code)
+    # A user's mistake (bad file, bad path, untrusted remote code) is printed as one line by multiverse.cli.
+    problems = load_benchmark(benchmark, limit)
+    lm, tok = load_multiverse(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    # Under torchrun, ranks other than 0 log into a private copy: all resume alike, rank 0 alone writes `out`.
+    log = RecordLog(rank_private_dir(out, keep=("records.jsonl",)), settings)
     try:
         records = run_eval(lm, tok, problems, budgets, mode_list, batch_size=batch_size, preset=chosen, chat=chat,
                            options=dict(max_branches=max_branches, max_depth=max_depth), sampling=sampling,
                            num_samples=num_samples, budget_rule=rule, max_total_tokens=max_total_tokens,
                            progress=progress and is_main_process(), log=log)
-    except ValueError as err:
-        _fail(err)
     finally:
         log.close()
     if not is_main_process():  # every rank made the same records; rank 0 alone reports

@@ -75,21 +75,16 @@ def grade(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False,
           trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                  help="Run the tokenizer folder's own code")):
     """Grade finished completions: one JSON object per file, then the totals."""
-    from ..hub_cards.cli import USER_ERRORS, _fail
+    tok = None  # a user's mistake (bad file or tokenizer path) is printed as one line by multiverse.cli
+    if tokenizer:
+        from transformers import AutoTokenizer
 
-    tok = None
-    try:
-        if tokenizer:
-            from transformers import AutoTokenizer
+        from ..hub_cards.loading import resolve_model_path
 
-            from ..hub_cards.loading import resolve_model_path
-
-            tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer, "--tokenizer"),
-                                                trust_remote_code=trust_remote_code)
-        rows = []
-        for path in files:
-            rows.append(grade_file(path, tok, UNFINISHED[1] if grade_unfinished else UNFINISHED[0]))
-            typer.echo(json.dumps(rows[-1], ensure_ascii=False))
-    except USER_ERRORS as err:
-        _fail(err)
+        tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer, "--tokenizer"),
+                                            trust_remote_code=trust_remote_code)
+    rows = []
+    for path in files:
+        rows.append(grade_file(path, tok, UNFINISHED[1] if grade_unfinished else UNFINISHED[0]))
+        typer.echo(json.dumps(rows[-1], ensure_ascii=False))
     typer.echo(json.dumps(_totals(rows)))

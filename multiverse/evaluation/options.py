@@ -1,4 +1,4 @@
-"""What ``generate`` and ``eval`` share on the command line: the preset with its overrides, and the loader."""
+"""What ``generate`` and ``eval`` share on the command line: the preset with its overrides."""
 
 import typer
 
@@ -24,14 +24,3 @@ def decoding_settings(preset: str, system, user_template, temperature, top_p, to
                                  "set --temperature too", param_hint="--top-p/--top-k")
     sampling = {k: v for k, v in sampling.items() if v is not None}
     return chosen, sampling, rule
-
-
-def load_model_or_fail(model: str, dtype: str, device: str, trust_remote_code: bool):
-    """``load_multiverse``, with a user's mistake (bad path, no tags, remote code not trusted) as one line."""
-    from ..hub_cards.cli import USER_ERRORS, _fail
-    from ..hub_cards.loading import load_multiverse
-
-    try:
-        return load_multiverse(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    except USER_ERRORS as err:
-        _fail(err)

@@ -56,7 +56,8 @@ def generate(model: str = typer.Argument(..., help="A Multiverse model folder (o
     """Generate with parallel branches and show how the model split its work."""
     import torch
 
-    from ..evaluation.options import decoding_settings, load_model_or_fail
+    from ..evaluation.options import decoding_settings
+    from ..hub_cards.loading import load_multiverse
     from ..evaluation.prompts import prompt_ids
     from ..evaluation.runner import budget_kwargs
     from ..transcripts import completion_text
@@ -67,7 +68,7 @@ def generate(model: str = typer.Argument(..., help="A Multiverse model folder (o
         raise typer.BadParameter("caps the tokens of a parallel decode under --budget critical-path",
                                  param_hint="--max-total-tokens")
     budget_tokens = max_new_tokens or chosen.max_new_tokens or 1024
-    lm, tok = load_model_or_fail(model, dtype, device, trust_remote_code)
+    lm, tok = load_multiverse(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     ids = torch.tensor([prompt_ids(tok, prompt, chosen, chat)], device=lm.device)
     mode = "autoregressive" if sequential else "parallel"
     limits = budget_kwargs(mode, budget_tokens, rule, max_total_tokens)

@@ -19,15 +19,6 @@ def _card_fields(repo_id, base_model, dataset, license, tag, eval_results, recip
     return {k: v for k, v in fields.items() if v not in (None, (), [])}
 
 
-# Kept for the commands that still print their own errors (multiverse.cli now does it for every command).
-USER_ERRORS = (ValueError, OSError)  # OSError: a missing folder, file or Hub id
-
-
-def _fail(err: Exception):
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(1) from None
-
-
 REPO_HELP = "Hub id the card's usage snippet loads (namespace/name)"
 EVAL_HELP = "results.json (or its folder) from `multiverse eval`, for the card's evaluation table"
 
