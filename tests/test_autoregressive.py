@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from transformers import LogitsProcessor
 
 from multiverse.conversion import seed_token_ids
+from multiverse.evaluation.runner import left_pad
 from multiverse.modeling_multiverse import MultiverseForCausalLM, compute_layout
 from multiverse.modeling_multiverse.cached_layout import ATTRIBUTE, CachedLayout
 from multiverse.modeling_multiverse.compat import CACHE_KWARG, find_cache
@@ -55,16 +56,6 @@ class ForceContinuation(LogitsProcessor):
         return forced
 
 
-def left_padded(rows, pad_id):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, width - len(row):] = torch.tensor(row)
-        mask[b, width - len(row):] = 1
-    return ids, mask
-
-
 def split_case(tokenizer, case):
     """Prompt ids (cut after the given marker's first token run) and continuation ids per row."""
     prompts, continuations = [], []
@@ -89,7 +80,7 @@ FLEX_ON_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason=(
 @pytest.mark.parametrize("rule", POSITION_RULES)
 def test_cached_logits_equal_teacher_forcing(tiny_model, tokenizer, case, attn, rule):
     prompts, continuations = split_case(tokenizer, case)
-    ids, mask = left_padded(prompts, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     n = len(continuations[0])
     model = tiny_model if attn != "flex_attention" else copy.deepcopy(tiny_model).cuda()
     ids, mask = ids.to(model.device), mask.to(model.device)
@@ -113,7 +104,7 @@ def test_cache_rebuilds_its_layout_when_rows_move(tiny_model, tokenizer):
     """Beam search reorders cache rows, assisted decoding crops them: the layout follows the history."""
     prompts, continuations = split_case(tokenizer, "inside_path_2")
     rows = [p + c for p, c in zip(prompts, continuations)]
-    ids, mask = left_padded(rows, tokenizer.pad_token_id)
+    ids, mask = left_pad(rows, tokenizer.pad_token_id)
     width = ids.shape[1]
     with torch.no_grad():
         teacher = tiny_model(ids, attention_mask=mask, use_cache=False).logits
@@ -137,7 +128,7 @@ def test_cache_rebuilds_its_layout_when_rows_move(tiny_model, tokenizer):
 def test_each_step_parses_only_its_new_tokens(tiny_model, tokenizer, monkeypatch):
     """The layout is extended per token, not re-parsed from the whole history (O(L^2) over a decode)."""
     prompts, continuations = split_case(tokenizer, "nested")
-    ids, mask = left_padded(prompts, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     parsed = []
     original = CachedLayout._feed
     monkeypatch.setattr(CachedLayout, "_feed", lambda self, b, tokens: (parsed.append(len(tokens)),
@@ -156,7 +147,7 @@ def test_each_step_parses_only_its_new_tokens(tiny_model, tokenizer, monkeypatch
        rule=st.sampled_from(POSITION_RULES))
 def test_extended_layout_equals_the_whole_sequence_layout(a, b, pad, chunks, rule):
     second = build(b).ids
-    ids, mask = left_padded([build(a).ids, [0] * pad + second], 0)
+    ids, mask = left_pad([build(a).ids, [0] * pad + second], 0)
     mask[1, :ids.shape[1] - len(second)] = 0  # the extra zeros are padding too
     state, positions, start, k = CachedLayout(TAG_IDS, 2, "cpu", rule), [], 0, 0
     while start < ids.shape[1]:
@@ -175,13 +166,13 @@ def test_extended_layout_equals_the_whole_sequence_layout(a, b, pad, chunks, rul
 def test_decoding_raises_no_deprecation_warning(tiny_model, tokenizer):
     """Fails when transformers (or torch) deprecates an argument the project passes on these paths."""
     prompts, _ = split_case(tokenizer, "inside_path_2")
-    ids, mask = left_padded(prompts, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         warnings.simplefilter("error", FutureWarning)
         tiny_model.generate(ids, attention_mask=mask, multiverse_parallel=False, max_new_tokens=6, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id)
-        plain, plain_mask = left_padded([tokenizer.encode(p) for p in PROMPTS], tokenizer.pad_token_id)
+        plain, plain_mask = left_pad([tokenizer.encode(p) for p in PROMPTS], tokenizer.pad_token_id)
         tiny_model.generate(plain, attention_mask=plain_mask, max_new_tokens=6, do_sample=False)
         with torch.no_grad():
             tiny_model(ids, attention_mask=mask, use_cache=True)
@@ -250,7 +241,7 @@ def scripted_model(tokenizer, documents):
 def test_greedy_autoregressive_equals_parallel_on_three_nested_paths(tokenizer):
     documents = [(p, COMPLETION) for p in PROMPTS]
     model = scripted_model(tokenizer, documents)
-    ids, mask = left_padded([tokenizer.encode(p) for p in PROMPTS], tokenizer.eos_token_id)
+    ids, mask = left_pad([tokenizer.encode(p) for p in PROMPTS], tokenizer.eos_token_id)
     n = len(tokenizer.encode(COMPLETION)) + 4
     parallel = model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False)
     autoregressive = model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False,

@@ -31,7 +31,8 @@ SAMPLE_STRIDE = 1_000_003
 TOTAL_CAP = 4  # default max_total_tokens = TOTAL_CAP x budget under the critical-path rule
 
 
-def _left_pad(prompts: list[list[int]], pad: int):
+def left_pad(prompts: list[list[int]], pad: int):
+    """[B, W] ids and attention mask of ``prompts`` left-padded with ``pad``, as HF batches decoder prompts."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -74,7 +75,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], mode: str, budget
     sampling = dict(sampling or {})
     pad = model.generation_config.pad_token_id
     pad = pad if pad is not None else (tokenizer.pad_token_id or 0)
-    ids, mask = _left_pad(prompts, pad)
+    ids, mask = left_pad(prompts, pad)
     ids, mask = ids.to(model.device), mask.to(model.device)
     temperature = sampling.pop("temperature", 0.0) or 0.0
     decoding = dict(do_sample=temperature > 0, **({"temperature": temperature, **sampling} if temperature > 0 else {}))
