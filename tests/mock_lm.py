@@ -32,9 +32,12 @@ class TableLM(torch.nn.Module):
     def forward(self, input_ids, position_ids=None, attention_mask=None, past_key_values=None, use_cache=None,
                 logits_to_keep=0, cache=None, **kwargs):
         mask = attention_mask["full_attention"]
-        slots = (cache if cache is not None else past_key_values).write_slots  # the engine uses compat.CACHE_KWARG
-        own = mask[torch.arange(mask.shape[0])[:, None], 0, torch.arange(mask.shape[2])[None], slots]
-        assert bool(own.all()), "a query row cannot see its own slot"
+        kv = cache if cache is not None else past_key_values  # the engine uses compat.CACHE_KWARG
+        if mask is None:  # a causal prefill: every row sees its own slot, and the scratch slot is not read
+            assert kv.first_key == 1, "a prefill without a mask must skip the scratch slot"
+        else:
+            own = mask[torch.arange(mask.shape[0])[:, None], 0, torch.arange(mask.shape[2])[None], kv.write_slots]
+            assert bool((own if own.dtype == torch.bool else own == 0).all()), "a query row cannot see its own slot"
         self.calls += 1
         logits = self.table[input_ids]
         return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)

@@ -33,14 +33,15 @@ class BranchKVCache:
         self._batch_index = {dev: self.batch_index.to(dev) for dev in set(self.layer_devices)}
         self.write_slots = None  # [B, Q] slots of this step's query rows
         self._write_slots = {}  # the same, on each layer device: moved once per step and device, not per layer
-        self.kv_length = 0  # keys [0, kv_length) are read this step
+        self.kv_length, self.first_key = 0, 0  # keys [first_key, kv_length) are read this step
 
-    def prepare(self, write_slots: torch.Tensor, kv_length: int, rows: slice = slice(None)):
-        """This step's query rows write at ``write_slots`` and read keys [0, kv_length) of cache ``rows`` (a
-        range: a prompt admitted into a freed row is prefilled alone while the other rows keep their cache)."""
+    def prepare(self, write_slots: torch.Tensor, kv_length: int, rows: slice = slice(None), first_key: int = 0):
+        """This step's query rows write at ``write_slots`` and read keys [first_key, kv_length) of cache ``rows``
+        (a range: a prompt admitted into a freed row is prefilled alone while the other rows keep their cache;
+        ``first_key`` 1 skips the scratch slot, for a causal prefill)."""
         if kv_length > self.capacity:
             raise RuntimeError(f"KV cache full: {kv_length} slots needed, {self.capacity} allocated")
-        self.write_slots, self.kv_length, self.rows = write_slots, kv_length, rows
+        self.write_slots, self.kv_length, self.rows, self.first_key = write_slots, kv_length, rows, first_key
         self._write_slots = {dev: write_slots.to(dev) for dev in self._batch_index}
         n = write_slots.shape[0]
         self._rows_index = {dev: index[:n] for dev, index in self._batch_index.items()}
@@ -52,7 +53,7 @@ class BranchKVCache:
         keys, values = self.keys[layer_idx][self.rows], self.values[layer_idx][self.rows]  # views: a range
         keys[batch_index, :, slots] = key_states.transpose(1, 2)
         values[batch_index, :, slots] = value_states.transpose(1, 2)
-        return keys[:, :, :self.kv_length], values[:, :, :self.kv_length]
+        return keys[:, :, self.first_key:self.kv_length], values[:, :, self.first_key:self.kv_length]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.kv_length

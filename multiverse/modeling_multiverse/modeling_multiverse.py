@@ -14,7 +14,7 @@ from .compat import CACHE_KWARG, MASK_CACHE_KWARG, find_cache
 from .configuration_multiverse import MultiverseConfig
 from .generation_api import generate as multiverse_generate
 from .layout import batch_layouts, compute_layout
-from .masks import dense_mask, multiverse_mask_function
+from .masks import additive_mask, dense_mask, multiverse_mask_function
 
 
 def _is_prebuilt(attention_mask) -> bool:
@@ -129,7 +129,7 @@ class MultiverseModel(Qwen2Model):
         mask = dense_mask(segments, visibility, rows, kv_length)
         mask = mask & attention_mask[:, None, None, -kv_length:].to(torch.bool)
         if self.config._attn_implementation == "eager":
-            return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+            return additive_mask(mask, dtype)
         return mask
 
 

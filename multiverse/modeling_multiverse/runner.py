@@ -13,7 +13,8 @@ import torch
 from .compat import CACHE_KWARG
 from .decode_graphs import held_static_step
 from .kv_cache import BranchKVCache, LayoutBuffers
-from .masks import dense_mask
+from .masks import additive_mask, dense_mask
+from .parser import ROOT_SID
 from .placement import PerDeviceInputs, kv_layers
 
 
@@ -75,13 +76,19 @@ class ModelRunner:
         # masked sdpa row is NaN, and NaN written to the cache leaks through zero attention weights).
         self.layout.visibility[:, 0, 0] = True
 
-    def forward(self, input_ids, position_ids, slots, kv_length: int, keep_last: bool, rows: slice = slice(None)):
-        """Logits of query rows written at ``slots`` of cache ``rows``, reading keys [0, kv_length)."""
-        self.cache.prepare(slots, kv_length, rows)
-        mask = dense_mask(self.layout.segments[rows, :kv_length], self.layout.visibility[rows], slots, kv_length)
-        if self.model.config._attn_implementation == "eager":
-            dtype = self.cache.keys[0].dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    def forward(self, input_ids, position_ids, slots, kv_length: int, keep_last: bool, rows: slice = slice(None),
+                causal: bool = False):
+        """Logits of query rows written at ``slots`` of cache ``rows``, reading keys [0, kv_length).
+
+        ``causal``: the rows are a prefill whose every token sees every earlier one and nothing else (slots
+        1..kv_length - 1 of one segment): keys skip the scratch slot and sdpa runs its causal kernel, no mask
+        (2.6x faster on a 2K prompt than the same mask spelled out)."""
+        self.cache.prepare(slots, kv_length, rows, first_key=1 if causal else 0)
+        if causal:
+            mask = None
+        else:
+            mask = dense_mask(self.layout.segments[rows, :kv_length], self.layout.visibility[rows], slots, kv_length)
+            mask = additive_mask(mask, self.cache.keys[0].dtype)
         with self._spread():
             out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask={"full_attention": mask},
                              **{CACHE_KWARG: self.cache}, use_cache=True, logits_to_keep=1 if keep_last else 0)
@@ -111,7 +118,10 @@ class ModelRunner:
                 ids[b, width - len(p):] = torch.tensor(p, dtype=torch.long)
         slots = torch.arange(1, 1 + width, device=self.device).expand(len(prompts), -1)
         rows = slice(first_row, first_row + len(prompts))
-        return self.forward(ids.to(self.device), positions.to(self.device), slots, 1 + width, True, rows)
+        # No padding and no block in any prompt: plain causal attention (eager attention has no causal default)
+        causal = (self.model.config._attn_implementation == "sdpa" and all(len(p) == width for p in prompts)
+                  and bool((self.layout.segments[rows, 1:1 + width] == ROOT_SID).all()))
+        return self.forward(ids.to(self.device), positions.to(self.device), slots, 1 + width, True, rows, causal)
 
     def decode(self, ids: np.ndarray, pos: np.ndarray, slots: np.ndarray, sids: np.ndarray, kv_length: int):
         """Logits [B, Q, V] of the tokens emitted last step, written at ``slots`` (segment ``sids``)."""
