@@ -17,8 +17,6 @@ Closing tags count as new tokens: the engine keeps ``generated + closing <= max_
 the stream is open), which keeps these counts local to a stream.
 """
 
-import copy
-
 from .structure import CONCLUDED, EXPECT_GOAL, FORK, FORKED, IN_CONCLUSION, IN_OUTLINE, MERGED
 from .tags import (
     CONCLUSION, END_CONCLUSION, END_GOAL, END_OUTLINE, END_PARALLEL, END_PATH, GOAL, OUTLINE, PATH,
@@ -55,7 +53,7 @@ def own_closing(stream) -> list[int]:
         if frame.phase in _AFTER_FORK:
             codes += _AFTER_FORK[frame.phase]
         else:
-            codes += goal_closing(frame.phase, len(frame.outline_starts))
+            codes += goal_closing(frame.phase, len(frame.outlines))
     if stream.is_branch:
         codes += [END_PATH] if stream.opened else [PATH, END_PATH]
     return codes
@@ -68,13 +66,10 @@ def local_cost(stream) -> int:
 
 def cost_after(stream, code: int) -> int:
     """``local_cost`` after the stream took tag ``code``, plus what the paths it would fork need, without
-    touching the stream (a shallow copy of its state runs the grammar)."""
-    sim = copy.copy(stream)
-    sim.frames = [copy.copy(f) for f in stream.frames]
-    for f in sim.frames:
-        f.outline_starts = list(f.outline_starts)
+    touching the stream (its twin runs the grammar)."""
+    sim = stream.twin(stream.sid)
     event, _ = sim.step(code, 0)
-    unopened = 2 * len(sim.top.outline_starts) if event == FORK else 0
+    unopened = 2 * len(sim.top.outlines) if event == FORK else 0
     return local_cost(sim) + unopened
 
 

@@ -11,14 +11,12 @@ splits where the position rule jumps, ``Stream.place``). ``layout.py`` turns run
 
 import gc
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, POSITION_RULES, REFERENCE, STRAY, Stream
-from .tags import (
-    CODE_OF_TAG, CONCLUSION, END_CONCLUSION, END_OUTLINE, LABEL_PATTERN, OUTLINE, PARALLEL, PATH, TAG_PATTERN,
-)
+from .tags import CODE_OF_TAG, END_CONCLUSION, END_OUTLINE, LABEL_PATTERN, OUTLINE, PARALLEL, PATH, TAG_PATTERN
 
 VOID_SID, ROOT_SID = 0, 1  # segment 0 holds padding and scratch rows; it sees only itself
 # What a label may look like before its ":" is read: the window it is read from grows while this holds, so a
@@ -46,37 +44,10 @@ class Repair:
 
 
 @dataclass(slots=True)
-class Outline:
-    start: int
-    end: int = -1
-    label: str = ""
-
-
-@dataclass(slots=True)
-class PathNode:
-    start: int  # first unit of the branch: its separator, before <Path>
-    sid: int
-    label: str = ""
-    end: int = -1  # exclusive; -1 while open
-    closed: bool = False
-    blocks: list = field(default_factory=list)
-    tag_end: int = -1  # unit after <Path>
-
-
-@dataclass(slots=True)
-class Block:
-    start: int  # unit index of <Parallel>
-    depth: int  # 1 for a top-level block
-    end: int = -1
-    goal_end: int = -1
-    outlines: list = field(default_factory=list)
-    paths: list = field(default_factory=list)
-    conclusion: tuple | None = None  # (start of <Conclusion>, end after </Conclusion>)
-    closed: bool = False
-
-
-@dataclass(slots=True)
 class ParseResult:
+    """The tree is the grammar's own records: ``structure.Block`` per block, ``structure.Stream`` per path (with
+    its spans), the root stream holding the top-level blocks."""
+
     units: str  # "tokens" or "chars"
     length: int
     blocks: list  # top-level blocks
@@ -84,7 +55,11 @@ class ParseResult:
     repairs: list
     runs: list  # (start, end, sid, start_pos)
     streams: list  # Stream per sid; streams[0] is the void segment
-    fork_children: dict  # sid -> [[child sid, ...] per fork of that stream, in order]
+
+    @property
+    def fork_children(self) -> dict:
+        """sid -> [[child sid, ...] per fork of that stream, in order]."""
+        return fork_children(self.streams)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +78,11 @@ class ParseResult:
     @property
     def max_depth(self) -> int:
         return max((b.depth for b in self.all_blocks), default=0)
+
+
+def fork_children(streams: list) -> dict:
+    """sid -> [[child sid, ...] per forked block of that stream, in order], read from the block records."""
+    return {s.sid: forks for s in streams if (forks := [[p.sid for p in b.paths] for b in s.blocks if b.paths])}
 
 
 def _text_items(text: str):
@@ -135,10 +115,18 @@ class IncrementalParser:
             raise ValueError(f"position_rule={position_rule!r}: must be one of {POSITION_RULES} "
                              "(config.multiverse_position_rule)")
         self.strict, self.allow_truncated, self.units, self.text_of = strict, allow_truncated, units, text_of
-        self.repairs, self.runs, self.blocks, self.all_blocks = [], [], [], []
+        self.repairs, self.runs, self.all_blocks = [], [], []
         self.streams = [Stream(sid=VOID_SID), Stream(sid=ROOT_SID, position_rule=position_rule)]
-        self.path_nodes, self.fork_children = {}, {}
         self.cur = self.streams[ROOT_SID]
+
+    @property
+    def blocks(self) -> list:
+        """The top-level blocks (the root stream's)."""
+        return self.streams[ROOT_SID].blocks
+
+    @property
+    def fork_children(self) -> dict:
+        return fork_children(self.streams)
 
     def fail(self, rule: str, index: int, message: str):
         if self.strict:
@@ -182,7 +170,7 @@ class IncrementalParser:
     def result(self, length: int) -> "ParseResult":
         """What was read so far, as ``parse`` returns it (``finish`` is not applied: a prefix is no repair)."""
         return ParseResult(self.units, length, self.blocks, self.all_blocks, self.repairs,
-                           [tuple(r) for r in self.runs], self.streams, self.fork_children)
+                           [tuple(r) for r in self.runs], self.streams)
 
     def feed(self, code, start: int, end: int):
         """Read one item: text (``code`` None) or the tag ``code`` spanning units [start, end)."""
@@ -206,65 +194,51 @@ class IncrementalParser:
         elif event == OK:
             self.on_tag(cur, code, start, end)
         elif event == FORK:
-            frame.node.goal_end = start
-            self.fork_children.setdefault(cur.sid, []).append([])
             self.open_child(cur, frame, end)
         elif event == CLOSE:
             self.close(cur, start, end, reason)
         elif event == EMPTY_GOAL:
-            frame.node.goal_end = start
             self.fail("empty-goal", start, reason)
         elif event == POP:
-            frame.node.end, frame.node.closed = end, not reason
+            frame.end = end
             if reason:
                 self.fail("incomplete-conclusion", start, reason)
 
     def on_tag(self, cur: Stream, code: int, start: int, end: int):
+        """The spans the grammar does not keep (it sees a tag's first unit only)."""
         top = cur.top
         if code == PARALLEL:
-            node = Block(start=start, depth=cur.depth + 1)
-            top.node = node
-            self.all_blocks.append(node)
-            (self.path_nodes[cur.sid].blocks if cur.is_branch else self.blocks).append(node)
-        elif code == OUTLINE:
-            top.node.outlines.append(Outline(start=start))
+            self.all_blocks.append(top)
         elif code == END_OUTLINE:
-            outline = top.node.outlines[-1]
+            outline = top.outlines[-1]
             outline.end = end
             outline.label = self.label(outline.start + self._tag_len(OUTLINE), start)
         elif code == PATH and cur.is_branch and top is None:
-            self.path_nodes[cur.sid].tag_end = end
-        elif code == CONCLUSION:
-            top.node.conclusion = (start, -1)
+            cur.tag_end = end
         elif code == END_CONCLUSION:
-            top.node.conclusion = (top.node.conclusion[0], end)
+            top.conclusion = (top.conclusion[0], end)
 
     def _tag_len(self, code: int) -> int:
         return 1 if self.units == "tokens" else len(_TAG_TEXT[code])
 
-    def open_child(self, parent: Stream, frame, start: int):
-        k = len(frame.children)
-        outline = frame.node.outlines[k]
-        child = parent.spawn(frame, len(self.streams), outline.label or default_label(parent, k))
+    def open_child(self, parent: Stream, block, start: int):
+        k = len(block.paths)
+        child = parent.spawn(block, len(self.streams), block.outlines[k].label or default_label(parent, k))
+        child.start = start
         self.streams.append(child)
-        self.fork_children[parent.sid][-1].append(child.sid)
-        node = PathNode(start=start, sid=child.sid, label=child.label)
-        frame.node.paths.append(node)
-        self.path_nodes[child.sid] = node
         self.cur = child
 
     def close(self, cur: Stream, start: int, end: int, reason: str):
-        node = self.path_nodes[cur.sid]
-        node.end, node.closed = end, True
+        cur.end = end
         if reason:
             self.fail("abandoned-block", start, f"path {cur.label}: {reason}")
-        if node.tag_end >= 0 and self.text_of is not None:
-            written = self.label(node.tag_end, end)
+        if cur.tag_end >= 0 and self.text_of is not None:
+            written = self.label(cur.tag_end, end)
             if written and written != cur.label:
-                self.fail("path-label", node.tag_end, f"path labelled {written!r} answers outline {cur.label!r}")
+                self.fail("path-label", cur.tag_end, f"path labelled {written!r} answers outline {cur.label!r}")
         parent = cur.parent
         frame = parent.top
-        if len(frame.children) < len(frame.outline_starts):
+        if len(frame.paths) < len(frame.outlines):
             self.open_child(parent, frame, end)
             return
         parent.merge(frame)
@@ -316,8 +290,7 @@ def parse(source, tag_ids=None, *, strict: bool = False, allow_truncated: bool =
     gc.disable()
     try:
         p.run(items, length)
-        return ParseResult(units, length, p.blocks, p.all_blocks, p.repairs, [tuple(r) for r in p.runs],
-                           p.streams, p.fork_children)
+        return p.result(length)
     finally:
         if collecting:
             gc.enable()

@@ -17,6 +17,7 @@ Rules (tolerant reading; the strict parser raises on every event marked stray or
 Positions (``Stream.place``, the one place the rule lives) follow ``POSITION_RULES``.
 """
 
+import copy
 from dataclasses import dataclass, field
 
 from .tags import (
@@ -24,7 +25,7 @@ from .tags import (
     PARALLEL, PATH, TAGS, THINK,
 )
 
-# Frame phases, in the order a well-formed block passes through them.
+# Block phases, in the order a well-formed block passes through them.
 EXPECT_GOAL, GOAL_OPEN, IN_OUTLINE, FORKED, MERGED, IN_CONCLUSION, CONCLUDED = (
     "expect_goal", "goal", "outline", "forked", "merged", "conclusion", "concluded")
 # Phases where the strict grammar allows only whitespace text.
@@ -46,20 +47,32 @@ OK, STRAY, FORK, CLOSE, EMPTY_GOAL, POP = "ok", "stray", "fork", "close", "empty
 
 
 @dataclass(slots=True)
-class Frame:
-    """A block opened in this stream."""
+class Outline:
+    start: int  # unit index of <Outline>
+    end: int = -1  # unit after </Outline>
+    label: str = ""
+
+
+@dataclass(slots=True)
+class Block:
+    """A block: the one record of it. The grammar keeps its phase and positions while it is open (a stream's
+    ``frames``); the parser fills in its spans (unit indices); the parser's tree, the layout and the engine's
+    branches all read this object."""
 
     start: int  # unit index of <Parallel>
+    depth: int = 1  # 1 for a top-level block
     phase: str = EXPECT_GOAL
-    outline_starts: list = field(default_factory=list)
+    outlines: list = field(default_factory=list)  # Outline per <Outline> of its goal
     goal_end: int = -1  # unit index of </Goal>
     goal_end_pos: int = -1  # position id of </Goal>
     goal_end_step: int = -1  # decode step of </Goal> (the step clock, see Stream)
     conclusion_pos: int = -1  # position id of <Conclusion> once merged: pos(</Goal>) + L + 1
     # Left out of repr: a stream's repr would otherwise walk the whole tree below it, recursing with the depth.
-    children: list = field(default_factory=list, repr=False)  # branch Streams, in path order
+    paths: list = field(default_factory=list, repr=False)  # its branch Streams, in path order
+    conclusion: tuple | None = None  # (unit of <Conclusion>, unit after </Conclusion>), -1 while open
+    end: int = -1  # unit after </Parallel>; -1 while open
+    closed: bool = False  # closed by </Parallel> after a complete conclusion
     repair: str = ""  # set when the block was closed out of order
-    node: object = field(default=None, repr=False)  # the parser's Block for this frame
 
 
 @dataclass(slots=True, eq=False)  # identity: a branch context, compared (and hashed) as itself, never field by field
@@ -84,6 +97,12 @@ class Stream:
     # sid of the first path of this branch's block: the streams opened after it and before this one are this
     # branch's earlier siblings and their subtrees (in the parser's order and the engine's alike).
     siblings_from: int = -1
+    block: "Block | None" = field(default=None, repr=False)  # the block this branch is a path of
+    blocks: list = field(default_factory=list, repr=False)  # the blocks opened in this stream, in order
+    # Spans, in the parser's unit indices (the engine's streams leave them at -1: it linearizes at the end).
+    start: int = -1  # first unit of the branch: its separator, before <Path>
+    tag_end: int = -1  # unit after its <Path>
+    end: int = -1  # unit after its </Path>
 
     @property
     def is_branch(self) -> bool:
@@ -149,7 +168,9 @@ class Stream:
             return STRAY, f"{TAGS[code]} before the branch's <Path>"
         if code == PARALLEL:
             if top is None:
-                self.frames.append(Frame(start=index))
+                block = Block(start=index, depth=self.depth + 1)
+                self.frames.append(block)
+                self.blocks.append(block)
                 return OK, ""
             return STRAY, f"<Parallel> inside an open block's {top.phase}"
         if code == END_PATH:
@@ -166,18 +187,19 @@ class Stream:
             top.phase = GOAL_OPEN
         elif code == OUTLINE and phase == GOAL_OPEN:
             top.phase = IN_OUTLINE
-            top.outline_starts.append(index)
+            top.outlines.append(Outline(start=index))
         elif code == END_OUTLINE and phase == IN_OUTLINE:
             top.phase = GOAL_OPEN
         elif code == END_GOAL and phase == GOAL_OPEN:
             top.goal_end = index
-            if top.outline_starts:
+            if top.outlines:
                 top.phase = FORKED
                 return FORK, ""
             top.phase = CONCLUDED
             return EMPTY_GOAL, "</Goal> with no outline: continued sequentially"
         elif code == CONCLUSION and phase == MERGED:
             top.phase = IN_CONCLUSION
+            top.conclusion = (index, -1)
         elif code == END_CONCLUSION and phase == IN_CONCLUSION:
             top.phase = CONCLUDED
         elif code == END_PARALLEL and phase in (CONCLUDED, MERGED, IN_CONCLUSION):
@@ -185,32 +207,48 @@ class Stream:
             if phase != CONCLUDED:
                 top.repair = "block closed without a complete <Conclusion>"
                 return POP, top.repair
+            top.closed = True
             return POP, ""
         else:
             return STRAY, f"{TAGS[code]} in a block's {phase}"
         return OK, ""
 
+    def twin(self, sid: int) -> "Stream":
+        """This stream's grammar state under ``sid``, to go on apart from it: a sample continuing the prompt, or a
+        trial step (``budget_cuts``). Closed blocks are shared, as nothing changes them; open ones are copied.
+        Shallow: the blocks and paths behind it are not walked (a prompt may nest hundreds of blocks deep)."""
+        twin = copy.copy(self)
+        twin.sid = sid
+        opened = {}
+        for frame in self.frames:
+            opened[id(frame)] = copy.copy(frame)
+            opened[id(frame)].outlines = [copy.copy(o) for o in frame.outlines]
+            opened[id(frame)].paths = list(frame.paths)
+        twin.frames = [opened[id(f)] for f in self.frames]
+        twin.blocks = [opened.get(id(b), b) for b in self.blocks]
+        return twin
+
     # --- fork and merge: the position rules of DESIGN section 3, shared by parser and engine ---
-    def spawn(self, frame: Frame, sid: int, label: str) -> "Stream":
-        """Open the next branch of ``frame``: it starts at pos(</Goal>) + 1, like every sibling."""
-        k = len(frame.children)
-        child = Stream(sid=sid, address=self.address + ((frame.start, k),), parent=self, label=label,
-                       start_pos=frame.goal_end_pos + 1, next_pos=frame.goal_end_pos + 1,
-                       start_step=frame.goal_end_step + 1, next_step=frame.goal_end_step + 1,
+    def spawn(self, block: Block, sid: int, label: str) -> "Stream":
+        """Open the next branch of ``block``: it starts at pos(</Goal>) + 1, like every sibling."""
+        k = len(block.paths)
+        child = Stream(sid=sid, address=self.address + ((block.start, k),), parent=self, label=label,
+                       start_pos=block.goal_end_pos + 1, next_pos=block.goal_end_pos + 1,
+                       start_step=block.goal_end_step + 1, next_step=block.goal_end_step + 1,
                        position_rule=self.position_rule,
-                       siblings_from=frame.children[0].sid if frame.children else sid)
-        frame.children.append(child)
+                       siblings_from=block.paths[0].sid if block.paths else sid, block=block)
+        block.paths.append(child)
         return child
 
-    def merge(self, frame: Frame):
+    def merge(self, frame: Block):
         """All branches closed. <Conclusion> gets g + L + 1 (g = pos(</Goal>), L = the largest pos(</Path>) - g).
 
         Under the reference rule what precedes it (its separator) counts on from the last path in sequence
         order; under "branch-start" the separator already starts at g + L + 1.
         """
-        frame.conclusion_pos = max(c.next_pos for c in frame.children)
-        self.next_step = max(c.next_step for c in frame.children)
-        self.next_pos = frame.children[-1].next_pos if self.position_rule == REFERENCE else frame.conclusion_pos
+        frame.conclusion_pos = max(c.next_pos for c in frame.paths)
+        self.next_step = max(c.next_step for c in frame.paths)
+        self.next_pos = frame.paths[-1].next_pos if self.position_rule == REFERENCE else frame.conclusion_pos
         frame.phase = MERGED
 
     # --- what the structure logits processor may allow next -------------------------------------
@@ -227,8 +265,8 @@ class Stream:
             return allowed
         return {
             EXPECT_GOAL: {GOAL},
-            GOAL_OPEN: ({OUTLINE} if len(top.outline_starts) < max_branches else set())
-            | ({END_GOAL} if top.outline_starts else set()),
+            GOAL_OPEN: ({OUTLINE} if len(top.outlines) < max_branches else set())
+            | ({END_GOAL} if top.outlines else set()),
             IN_OUTLINE: {END_OUTLINE},
             FORKED: set(),
             MERGED: {CONCLUSION},

@@ -74,7 +74,7 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
             return [c in allowed for c in range(len(TAGS))], not stream.is_branch and stream.top is None, must_close
         allowed = [True] * len(TAGS)
         allowed[PARALLEL] = stream.depth < self.max_depth
-        allowed[OUTLINE] = stream.top is None or len(stream.top.outline_starts) < self.max_branches
+        allowed[OUTLINE] = stream.top is None or len(stream.top.outlines) < self.max_branches
         return allowed, True, must_close
 
     def mask_scores(self, scores: torch.FloatTensor, rules: list, tails: list | None = None) -> torch.FloatTensor:
@@ -133,8 +133,8 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         """After a tag that opened a path or merged a block, queue the tokens the engine would force there."""
         if len(parser.streams) > streams_before:  # </Goal> or a </Path> opened the next path
             child, parent = parser.cur, parser.cur.parent
-            k = len(parent.top.children) - 1
-            outline = parent.top.node.outlines[k]
+            k = len(parent.top.paths) - 1
+            outline = parent.top.outlines[k]
             ids = [t for t in row[outline.start + 1:outline.end - 1].tolist() if t not in self._code_of]
             child.label, seed = self.seeds.path(parent, k, ids, self.tag_ids.tolist())
         elif cur_before.is_branch and parser.cur is cur_before.parent:  # the last </Path>: the block merged

@@ -10,15 +10,14 @@ streams, positions, visibility, cache slots) but only one is live at a time: the
 before it has ended. That is autoregressive decoding of the same model by the same code, batching included.
 """
 
-import copy
 from collections import deque
 
 from .branches import Branch, PromptRow, PromptState
 from .budget_cuts import local_cost
 from .layout import layout_from_parse
 from .parser import IncrementalParser
-from .structure import CLOSE, EMPTY_GOAL, FORK, POP, STRAY
-from .tags import END_OUTLINE, OUTLINE
+from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, STRAY
+from .tags import END_OUTLINE
 
 
 class Trees:
@@ -52,8 +51,7 @@ class Trees:
     def _add_sample(self, row: PromptRow, prompt_stream, first_sample_sid: int, index: int, step: int):
         """A sample continues the prompt's stream in a copy of its own: a segment that sees the prompt but not
         the other samples (like paths over the prompt), so all samples read one copy of the prompt's KV."""
-        stream = copy.deepcopy(prompt_stream)
-        stream.sid = len(row.streams)
+        stream = prompt_stream.twin(len(row.streams))
         root = Branch(stream=stream, sample=index, prompt=row.index, start_step=0, prompt_ids=row.prompt_ids)
         state = PromptState(index, row, root, branches=[root], first_step=step)
         self.states[index] = state
@@ -86,7 +84,9 @@ class Trees:
             return
         frame = stream.top
         event, reason = stream.step(code, br.history_length - 1)
-        if event == FORK:
+        if code == END_OUTLINE and event == OK:
+            frame.outlines[-1].end = br.history_length  # the grammar keeps a tag's first unit; the span ends here
+        elif event == FORK:
             frame.goal_end_pos = pos
             self._fork(state, br, frame)
         elif event == CLOSE:
@@ -103,10 +103,8 @@ class Trees:
 
     def _fork(self, state: PromptState, br: Branch, frame):
         children = []
-        for k, start in enumerate(frame.outline_starts):
-            outline = br.history(start + 1, start + 1 + 64)
-            ends = [i for i, t in enumerate(outline) if self.code_of.get(t) in (END_OUTLINE, OUTLINE)]
-            outline = outline[:ends[0]] if ends else outline
+        for k, outline in enumerate(frame.outlines):
+            outline = br.history(outline.start + 1, outline.end - 1)  # its text, between the tags
             child = Branch(stream=None, sample=state.index, prompt=br.prompt, parent=br, cut=len(br.tokens))
             label, seed = self.seeds.at_fork(br, k, outline, self.tag_ids, child)
             child.stream = br.stream.spawn(frame, len(state.row.streams), label)
