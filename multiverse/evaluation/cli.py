@@ -54,7 +54,8 @@ def evaluate(model: str = typer.Argument(..., help="A Multiverse model folder (o
              out: Path = typer.Option(Path("eval_results"), help="Folder for records.jsonl (resumable), results.md, "
                                                                  "results.json and the PNG"),
              limit: int = typer.Option(None, min=1, help="Only the first N problems"),
-             batch_size: int = typer.Option(8, min=1, help="Prompts decoded together"),
+             batch_size: int = typer.Option(8, min=1, help="Prompts decoding at once (continuous batching: a finished "
+                                            "one's row takes the next; both modes)"),
              num_samples: int = typer.Option(1, min=1, help="Completions per problem (K): avg@K and pass@K"),
              preset: str = typer.Option("plain", help="Prompt and decoding preset: plain, multiverse-eval (the "
                                                       "reference evaluation), multiverse-train (the training prompt)"),

@@ -1,15 +1,17 @@
 """Run a benchmark through a model in both decoding modes, at several budgets, K samples per problem.
 
-``parallel`` is Multiverse decoding (branches decoded together); ``autoregressive`` is the same model and
-the same mask decoded one token at a time (``multiverse_parallel=False``). The budget rule:
+Both modes run through the same engine, batching included: ``parallel`` is Multiverse decoding (branches
+decoded together); ``autoregressive`` is the same model decoding a block's paths one after another
+(``sequential_paths=True``: one branch live at a time, positions and visibility as in training). The budget rule:
 - ``total``: ``max_new_tokens`` counts every generated token, in both modes;
 - ``critical-path`` (the reference engine's): the budget bounds the decode steps of the parallel engine
   (``max_critical_path``), with ``max_total_tokens`` (default 4x the budget) as a memory cap on all the
   tokens. Autoregressive decoding spends one step per token, so there both rules bound the tokens.
 
-Work is cut into fixed batches of consecutive problems per (mode, budget, sample). Row ``p`` of sample
-``s`` is seeded with ``seed + SAMPLE_STRIDE * s + p``, so a completion does not depend on which batches an
-interrupted run had finished: a resumed run gives what an uninterrupted one would have.
+Each (mode, budget, sample) is one continuous batch over the problems still to do, ``batch_size`` decoding at
+once: a finished problem's cache row takes the next one, and its record is written as soon as it is done.
+Problem ``p`` of sample ``s`` is seeded with ``seed + SAMPLE_STRIDE * s + p``, and a completion depends only on
+its own seed, so a resumed run gives what an uninterrupted one would have.
 """
 
 import time
@@ -17,8 +19,6 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..modeling_multiverse.parser import parse
-from ..modeling_multiverse.tags import PARALLEL
 from ..transcripts import completion_text
 from .benchmark import Problem
 from .grading import grade_problem
@@ -70,37 +70,41 @@ def budget_kwargs(mode: str, budget: int, rule: str, max_total_tokens: int | Non
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[list[int]], mode: str, budget: int, options: dict,
                    forced: list[list[int]] | None = None, *, rule: str = "total", sampling: dict | None = None,
-                   seed: int = 0, max_total_tokens: int | None = None) -> list[dict]:
-    """Completion text (tags kept), tokens, decode steps, forks and critical path of each prompt."""
+                   seed: int | list = 0, max_total_tokens: int | None = None, max_batch_rows: int | None = None,
+                   on_result=None) -> list[dict]:
+    """Completion text (tags kept), tokens, decode steps, forks, critical path and seconds of each prompt.
+
+    ``seed``: prompt ``i`` gets ``seed + i``, or ``seed[i]`` from a list. ``max_batch_rows`` prompts decode at once
+    (continuous batching); ``on_result(i, result)`` is called as prompt ``i`` finishes.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; choose from {list(MODES)}")
     sampling = dict(sampling or {})
     pad = model.generation_config.pad_token_id
     pad = pad if pad is not None else (tokenizer.pad_token_id or 0)
     ids, mask = left_pad(prompts, pad)
-    ids, mask = ids.to(model.device), mask.to(model.device)
     temperature = sampling.pop("temperature", 0.0) or 0.0
     decoding = dict(do_sample=temperature > 0, **({"temperature": temperature, **sampling} if temperature > 0 else {}))
-    common = dict(attention_mask=mask, return_dict_in_generate=True, pad_token_id=pad, tokenizer=tokenizer,
-                  **decoding, **budget_kwargs(mode, budget, rule, max_total_tokens))
-    eos, tags = _eos_ids(model, tokenizer), list(model.config.multiverse_tag_ids)
-    results = []
-    if mode == "parallel":
-        out = model.generate(ids, forced_completions=forced, seed=seed, **common, **options)
-        for b, stats in enumerate(out.multiverse):
-            row = _cut(out.sequences[b, ids.shape[1]:].tolist(), eos, pad)
-            results.append(dict(text=completion_text(tokenizer, row), tokens=stats["tokens"], steps=stats["steps"],
-                                forks=stats["forks"], critical_path=stats["critical_path"],
-                                events={k: v for k, v in stats["events"].items() if v}))
-        return results
-    if forced is not None:
-        raise ValueError("forced completions replay through the parallel engine only; use modes=('parallel',)")
-    torch.manual_seed(seed)  # HF sampling draws from the global generator
-    # The same structure limits apply: generate enforces them with its structure logits processor.
-    out = model.generate(ids, multiverse_parallel=False, **common, **options)
-    for full in out.sequences[:, ids.shape[1]:].tolist():
-        row = _cut(full, eos, pad)  # the step that emits EOS is a decode step too; padding after it is not
-        critical = parse(row, tags).critical_path if row else 0
-        results.append(dict(text=completion_text(tokenizer, row), tokens=len(row), steps=len(row),
-                            forks=sum(t == tags[PARALLEL] for t in row), critical_path=critical, events={}))
+    eos = _eos_ids(model, tokenizer)
+    results, clock = [None] * len(prompts), [time.perf_counter()]
+
+    def done(i, outputs):
+        (out,) = outputs
+        stats, row = out.multiverse, _cut(out.completion, eos, pad)
+        now = time.perf_counter()
+        # ``seconds``: the wall time this completion added to the batch (since the batch's previous one finished),
+        # so a run's records sum to its decoding time; ``latency``: its own admission to done.
+        results[i] = dict(text=completion_text(tokenizer, row), tokens=stats["tokens"], steps=stats["steps"],
+                          forks=stats["forks"], critical_path=stats["critical_path"], seconds=now - clock[0],
+                          latency=stats["seconds"], events={k: v for k, v in stats["events"].items() if v})
+        clock[0] = now
+        if on_result is not None:
+            on_result(i, results[i])
+
+    model.generate(ids.to(model.device), attention_mask=mask.to(model.device), pad_token_id=pad,
+                   tokenizer=tokenizer, forced_completions=forced, seed=seed, max_batch_rows=max_batch_rows,
+                   sequential_paths=mode == "autoregressive", on_prompt_done=done, **decoding,
+                   **budget_kwargs(mode, budget, rule, max_total_tokens), **options)
     return results
 
 
@@ -133,42 +137,45 @@ def evaluate(model, tokenizer, problems: list[Problem], budgets: list[int], mode
     preset = preset or PRESETS["plain"]
     options, done = dict(options or {}), (log.done if log is not None else set())
     encoded = [prompt_ids(tokenizer, p.problem, preset, chat) for p in problems]
-    batches = [range(i, min(i + batch_size, len(problems))) for i in range(0, len(problems), batch_size)]
-    work = [(mode, budget, sample, batch) for mode in modes for budget in budgets for sample in range(num_samples)
-            for batch in batches]
-    todo = [w for w in work if any((w[0], w[1], problems[i].id, w[2]) not in done for i in w[3])]
+    work = []  # (mode, budget, sample, the problems it still needs)
+    for mode in modes:
+        for budget in budgets:
+            for sample in range(num_samples):
+                todo = [i for i, p in enumerate(problems) if (mode, budget, p.id, sample) not in done]
+                if todo:
+                    work.append((mode, budget, sample, todo))
     records = []
-    with tqdm(total=sum(len(w[3]) for w in todo), desc="eval", unit="completion", disable=not progress) as bar:
+    with tqdm(total=sum(len(w[3]) for w in work), desc="eval", unit="completion", disable=not progress) as bar:
         warmed = set()
-        for mode, budget, sample, batch in todo:
-            if mode not in warmed:  # untimed, so one-off start-up costs do not land on the first batch
+        for mode, budget, sample, todo in work:
+            if mode not in warmed:  # untimed, so one-off start-up costs do not land on the first problems
                 generate_batch(model, tokenizer, encoded[:1], mode, 2, options)
                 warmed.add(mode)
             bar.set_postfix(mode=mode, budget=budget, sample=sample)
             forced = None if forced_completions is None else \
-                [tokenizer.encode(forced_completions[problems[i].id], add_special_tokens=False) for i in batch]
-            start = time.perf_counter()
-            outs = generate_batch(model, tokenizer, [encoded[i] for i in batch], mode, budget, options, forced,
-                                  rule=budget_rule, sampling=sampling, max_total_tokens=max_total_tokens,
-                                  seed=base_seed + SAMPLE_STRIDE * sample + batch[0])
-            seconds = (time.perf_counter() - start) / len(batch)
-            for i, out in zip(batch, outs):
-                problem = problems[i]
-                if (mode, budget, problem.id, sample) in done:
-                    continue  # finished before an interruption; made again only because its batch was cut
+                [tokenizer.encode(forced_completions[problems[i].id], add_special_tokens=False) for i in todo]
+
+            def record(j, out, mode=mode, budget=budget, sample=sample, todo=todo):
+                problem = problems[todo[j]]
                 g = grade_problem(out["text"], problem)
-                record = dict(id=problem.id, sample=sample, mode=mode, max_new_tokens=budget, budget=budget_rule,
-                              kind="choice" if problem.choices else "math",
-                              correct=g.correct, predicted=g.predicted, answer=problem.answer,
-                              tokens=out["tokens"], steps=out["steps"], forks=out["forks"],
-                              critical_path=out["critical_path"],
-                              degree_of_parallelism=round(out["tokens"] / out["critical_path"], 4)
-                              if out["critical_path"] else 1.0,
-                              seconds=round(seconds, 4), events=out["events"], completion=out["text"])
-                records.append(record)
+                entry = dict(id=problem.id, sample=sample, mode=mode, max_new_tokens=budget, budget=budget_rule,
+                             kind="choice" if problem.choices else "math",
+                             correct=g.correct, predicted=g.predicted, answer=problem.answer,
+                             tokens=out["tokens"], steps=out["steps"], forks=out["forks"],
+                             critical_path=out["critical_path"],
+                             degree_of_parallelism=round(out["tokens"] / out["critical_path"], 4)
+                             if out["critical_path"] else 1.0,
+                             seconds=round(out["seconds"], 4), latency=round(out["latency"], 4),
+                             events=out["events"], completion=out["text"])
+                records.append(entry)
                 if log is not None:
-                    log.append(record)
-            bar.update(len(batch))
+                    log.append(entry)  # written as soon as it is done: an interruption loses only unfinished work
+                bar.update(1)
+
+            generate_batch(model, tokenizer, [encoded[i] for i in todo], mode, budget, options, forced,
+                           rule=budget_rule, sampling=sampling, max_total_tokens=max_total_tokens,
+                           seed=[base_seed + SAMPLE_STRIDE * sample + i for i in todo], max_batch_rows=batch_size,
+                           on_result=record)
     if log is None:
         return records
     wanted = {(m, b, p.id, s) for m in modes for b in budgets for p in problems for s in range(num_samples)}

@@ -108,6 +108,7 @@ class PromptState:
     queued: list = field(default_factory=list)  # sequential paths: branches waiting for their turn, in order
     admitted_at: float = 0.0  # perf_counter at admission
     seconds: float = 0.0  # admission to done
+    summary: dict | None = None  # its statistics and tree once done (generation_outputs.summary_of)
 
     @property
     def prompt_ids(self) -> list:

@@ -21,6 +21,7 @@ import torch
 from .budget_cuts import growth
 from .choosing import TokenChooser
 from .engine_options import EngineOptions, default_batch_rows
+from .generation_outputs import prompt_results
 from .placement import tensor_parallel_group
 from .runner import ModelRunner, StepLogits
 from .sampling import BranchSampler
@@ -118,6 +119,10 @@ class ParallelEngine:
             for row in scheduler.retire():
                 if streamer is not None and hasattr(streamer, "on_prompt_end"):
                     streamer.on_prompt_end(row.index)
+                if self.options.on_prompt_done is not None:
+                    n = self.options.num_samples
+                    states = [self.trees.states[row.index * n + s] for s in range(n)]
+                    self.options.on_prompt_done(row.index, prompt_results(states, self.tag_ids))
             if scheduler.idle:
                 break
             logits = StepLogits()

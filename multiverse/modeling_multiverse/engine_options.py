@@ -17,7 +17,10 @@ class EngineOptions:
     output_logits: bool = False  # record the logits at every written token (parity)
     output_scores: bool = False
     streamer: object = None  # a branch streamer (on_token/on_fork/on_merge; optional on_prompt_start/end)
-    seed: int | None = None  # one generator per output row: seed + row
+    seed: int | list | None = None  # one generator per output row: seed + row, or a list of one seed per row
+    # Called as each prompt finishes, before generate returns: (prompt index, [PromptResult per sample]). Finished
+    # work reaches the caller while the rest of a continuous batch decodes (the evaluation runner records it).
+    on_prompt_done: object = None
     cuda_graphs: bool = False  # decode steps replayed from CUDA graphs (decode_graphs)
     # The CUDA graphs' static-shape step run eagerly: how CPU tests check that step against the eager one.
     static_decode: bool = False

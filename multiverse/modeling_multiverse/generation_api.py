@@ -4,14 +4,15 @@ Multiverse options are generation kwargs (or attributes of a ``GenerationConfig`
 ``multiverse_parallel`` (True; False decodes autoregressively with the same mask), ``cuda_graphs``
 (False; True replays decode steps from CUDA graphs, see ``decode_graphs``), ``max_branches``,
 ``max_depth``, ``max_path_tokens``, ``max_critical_path``, ``enforce_structure``, ``seed`` (one
-generator per output row: seed + row), ``tokenizer`` (to seed paths; needed by ``stop_strings``; with it, a tag spelled
+generator per output row: seed + row, or a list of one seed per output row), ``tokenizer`` (to seed paths; needed by ``stop_strings``; with it, a tag spelled
 with ordinary tokens is banned, so decoded output re-encodes to the same structure),
 ``forced_completions`` (replay given token ids through the engine, for parity tests and benchmarks; one
 per prompt, or one per output row when ``num_return_sequences`` samples should replay different ones),
 ``max_batch_rows`` (continuous batching: KV-cache rows decoding at once, more prompts wait for a free row;
 default: all, as free memory allows), ``kv_row_slots`` (KV slots per row; default: sized from the budget),
 ``max_live_samples`` (output rows decoding at once; with spare cache rows a prompt is admitted as soon as that
-many samples have ended) and
+many samples have ended), ``on_prompt_done`` (a callable ``(prompt, results)`` called as each prompt finishes,
+with one ``generation_outputs.PromptResult`` per sample: completion ids and statistics) and
 ``sequential_paths`` (False; True decodes a block's paths one after another through the same engine: the
 autoregressive baseline with the parallel engine's code, batching included). With ``multiverse_parallel=False``
 HF's generate decodes, and the options only the engine reads (``ENGINE_ONLY``) are refused when set.
@@ -36,12 +37,12 @@ __all__ = ["MultiverseGenerateOutput", "generate", "parallel_generate", "tree_di
 OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches=16, max_depth=4,
                        max_path_tokens=None, max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
                        forced_completions=None, max_batch_rows=None, kv_row_slots=None,
-                       max_live_samples=None, sequential_paths=False)
+                       max_live_samples=None, sequential_paths=False, on_prompt_done=None)
 
 
 # Options only the parallel engine reads (autoregressive decoding refuses them when they are set).
 ENGINE_ONLY = ("cuda_graphs", "max_critical_path", "seed", "forced_completions", "max_batch_rows", "kv_row_slots",
-               "max_live_samples", "sequential_paths")
+               "max_live_samples", "sequential_paths", "on_prompt_done")
 
 
 def split_options(generation_config, kwargs: dict) -> dict:

@@ -30,6 +30,30 @@ class MultiverseGenerateOutput(GenerateDecoderOnlyOutput):
     position_logits: list = None
 
 
+@dataclass
+class PromptResult:
+    """One output row of a finished prompt, as ``on_prompt_done`` receives it while the batch goes on."""
+
+    row: int  # the output row: prompt-major, prompt * num_return_sequences + sample
+    completion: list  # its token ids in the training layout, closing tags of a cut included, no padding
+    multiverse: dict  # its tree and statistics, as ``MultiverseGenerateOutput.multiverse[row]``
+
+
+def prompt_results(states: list, tag_ids: list) -> list[PromptResult]:
+    results = []
+    for state in states:
+        tokens = state.root.linearize()[0]
+        results.append(PromptResult(state.index, tokens, summary_of(state, tokens, tag_ids)))
+    return results
+
+
+def summary_of(state, tokens, tag_ids) -> dict:
+    """``summarize``, made once per output row (a prompt's callback and the final output share it)."""
+    if state.summary is None:
+        state.summary = summarize(state, tokens, tag_ids)
+    return state.summary
+
+
 def build_output(input_ids, samples: list, generation_config, tag_ids: list, vocab_size: int):
     """``sequences`` [rows, prompt + longest completion], prompt-major like HF's ``num_return_sequences``;
     completions padded with ``pad_token_id``, else the first eos id (as HF pads), else 0."""
@@ -43,7 +67,7 @@ def build_output(input_ids, samples: list, generation_config, tag_ids: list, voc
     sequences = torch.cat([input_ids.repeat_interleave(n, dim=0), tail.to(input_ids.device)], dim=1)
     if not generation_config.return_dict_in_generate:
         return sequences
-    summaries = [summarize(state, c[0], tag_ids) for state, c in zip(samples, completions)]
+    summaries = [summary_of(state, c[0], tag_ids) for state, c in zip(samples, completions)]
     out = MultiverseGenerateOutput(sequences=sequences, multiverse=summaries)
     if generation_config.output_logits:
         out.position_logits = [c[1] for c in completions]

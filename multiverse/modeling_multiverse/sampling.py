@@ -41,10 +41,15 @@ class BranchSampler:
                 self.warpers.append(EtaLogitsWarper(gc.eta_cutoff, device=device))
         if gc.renormalize_logits:
             self.warpers.append(LogitNormalization())
-        # One generator per output row (seed + row): a row samples the same tokens whatever else decodes beside it.
+        # One generator per output row (seed + row, or the row's own seed from a list): a row samples the same tokens
+        # whatever else decodes beside it.
         self.generators = None
         if seed is not None:
-            self.generators = [torch.Generator(device=device).manual_seed(seed + b) for b in range(batch_size)]
+            seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + b for b in range(batch_size)]
+            if len(seeds) != batch_size or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+                raise ValueError(f"seed={seed!r}: give one int (row r gets seed + r) or one int per output row "
+                                 f"({batch_size})")
+            self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.vocab_size, self.device = vocab_size, device
         self.presence = torch.zeros(0, vocab_size, dtype=torch.bool, device=device) if self.penalty else None
         self.free_rows: list[int] = []
