@@ -153,3 +153,38 @@ def test_default_rows_hold_every_prompt_that_fits_in_memory(tiny_model):
 
     assert default_batch_rows(tiny_model, 5, 1000, "cpu") == 5  # tiny rows: the whole batch at once
     assert default_batch_rows(tiny_model, 5, 10 ** 15, "cpu") == 1  # rows larger than memory: one at a time
+
+
+def test_on_prompt_done_hands_each_prompt_its_rows_as_it_finishes(tokenizer):
+    model, word = branching_model(tokenizer)
+    prompts = [[word] * (1 + 4 * i) for i in range(4)]
+    kwargs = dict(max_new_tokens=80, do_sample=True, max_depth=2, max_path_tokens=30, tokenizer=tokenizer,
+                  eos_token_id=tokenizer.eos_token_id, num_return_sequences=2, seed=5)
+    calls, log = [], PromptLog()
+
+    def done(prompt, results):
+        calls.append((prompt, results, len(log.events)))
+
+    out, rows = run(model, prompts, max_batch_rows=2, streamer=log, on_prompt_done=done, **kwargs)
+    assert sorted(p for p, _, _ in calls) == [0, 1, 2, 3]
+    ended = [p for kind, p, _ in log.events if kind == "end"]
+    assert [p for p, _, _ in calls] == ended  # in the order prompts finished, while the batch went on
+    assert all(seen < len(log.events) - 1 for _, _, seen in calls[:-1])
+    for prompt, results, _ in calls:
+        assert [r.row for r in results] == [2 * prompt, 2 * prompt + 1]
+        for r in results:  # what the final output holds for that row
+            assert r.completion == rows[r.row]["completion"]
+            assert r.multiverse is out.multiverse[r.row]
+
+
+def test_one_seed_per_output_row_seeds_each_row_as_seed_plus_row_would(tokenizer):
+    model, word = branching_model(tokenizer)
+    prompts = [[word] * (1 + 4 * i) for i in range(3)]
+    kwargs = dict(max_new_tokens=60, do_sample=True, max_depth=2, max_path_tokens=30, tokenizer=tokenizer,
+                  eos_token_id=tokenizer.eos_token_id)
+    by_offset = run(model, prompts, seed=7, **kwargs)[1]
+    assert run(model, prompts, seed=[7, 8, 9], **kwargs)[1] == by_offset
+    reversed_seeds = run(model, prompts, seed=[9, 8, 7], **kwargs)[1]
+    assert reversed_seeds[0] == alone(model, prompts[:1], seed=9, **kwargs)[0]
+    with pytest.raises(ValueError, match=r"seed=\[1, 2\]: give one int .* one int per output row \(3\)"):
+        run_engine(model, prompts, seed=[1, 2], **kwargs)

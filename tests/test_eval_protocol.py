@@ -42,9 +42,8 @@ def test_sampling_is_seeded_per_problem_and_sample(tiny_model, tokenizer):
     text = [{(r["mode"], r["id"], r["sample"]): r["completion"] for r in run} for run in runs]
     assert len(text[0]) == 2 * 2 * 3 and text[0] == text[1]  # reproducible
     assert len({text[0]["parallel", "a", s] for s in range(3)}) > 1  # samples differ
-    # Parallel rows are seeded by (problem, sample), not by their batch.
-    assert {k: v for k, v in text[2].items() if k[0] == "parallel"} == \
-           {k: v for k, v in text[0].items() if k[0] == "parallel"}
+    # Rows of both modes are seeded by (problem, sample), not by the batch they decode in.
+    assert text[2] == text[0]
     for r in runs[0]:
         assert r["degree_of_parallelism"] == pytest.approx(r["tokens"] / r["critical_path"], abs=1e-4)
     with pytest.raises(ValueError, match="greedy decoding repeats one completion"):
@@ -135,3 +134,17 @@ def test_eval_cli_refuses_bad_settings(model_dir, tmp_path, args, message):
     result = CliRunner().invoke(app, ["eval", str(model_dir), "--benchmark", str(bench), "--out",
                                       str(tmp_path / "o"), "--no-progress", *args])
     assert result.exit_code != 0 and message in " ".join(result.output.split()), result.output
+
+
+def test_autoregressive_mode_is_the_engine_decoding_paths_one_after_another(tiny_model, tokenizer):
+    problems = [Problem("t", "Add them.", "38"), Problem("u", "Again.", "38")]
+    forced = {"t": "<Think>\n" + TEXT + "\n</Think>\n38", "u": "<Think>\nno block\n</Think>\n38"}
+    records = evaluate(tiny_model, tokenizer, problems, [400], ("parallel", "autoregressive"), batch_size=1,
+                       forced_completions=forced, progress=False)
+    by = {(r["mode"], r["id"]): r for r in records}
+    for pid in ("t", "u"):
+        par, ar = by["parallel", pid], by["autoregressive", pid]
+        assert ar["completion"] == par["completion"] and ar["correct"] and par["correct"]
+        assert ar["tokens"] == par["tokens"] and ar["steps"] == ar["tokens"]  # one token per step
+        assert ar["critical_path"] == par["critical_path"]  # the structure's, as training lays it out
+    assert by["parallel", "t"]["steps"] < by["autoregressive", "t"]["steps"] and by["autoregressive", "t"]["forks"] == 1
