@@ -96,3 +96,27 @@ def test_engine_rows_grown_stream_by_stream_equal_the_layout(items, engine_order
     back = torch.tensor([new_sid[old] for old in range(len(opened))])  # rows in the parser's sid order
     grown = buffers.visibility[0][back][:, back]
     assert torch.equal(grown, layout.visibility)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda d: stream(0, d)), st.randoms(use_true_random=False))
+def test_the_grammars_relation_is_the_layouts_and_sees_every_stream_follows_it(items, rng):
+    """structure.sees (pairwise, by address) equals the layout's visibility; sees_every_stream, asked of any
+    prefix of the parse (as cached decoding asks it step by step), equals sees against every stream so far."""
+    from multiverse.modeling_multiverse.parser import IncrementalParser, _id_items
+    from multiverse.modeling_multiverse.structure import sees, sees_every_stream
+
+    built = build(items)
+    result = parse(built.ids, TAG_IDS)
+    visibility = compute_layout(torch.tensor(built.ids), TAG_IDS).visibility
+    streams = result.streams[1:]
+    for a in streams:
+        for b in streams:
+            assert sees(a, b) == bool(visibility[a.sid, b.sid])
+    parser = IncrementalParser(False, True, "tokens", None)
+    cut = rng.randrange(len(built.ids) + 1)
+    for code, s, e in _id_items(built.ids[:cut], TAG_IDS):
+        parser.feed(code, s, e)
+        so_far = parser.streams[1:]
+        for a in so_far:
+            assert sees_every_stream(a) == all(sees(a, b) for b in so_far)

@@ -14,7 +14,7 @@ import torch
 
 from .kv_cache import LayoutBuffers
 from .parser import IncrementalParser, _id_items
-from .structure import REFERENCE, compatible
+from .structure import REFERENCE, sees_every_stream
 
 ATTRIBUTE = "multiverse_layout"
 FLEX_BLOCK = 128  # flex_attention may index the mask function past the sequence, up to a block multiple
@@ -37,7 +37,6 @@ class CachedLayout:
         self.length = 0
         self.open_view = False  # every token of the last extend is real and its stream sees every stream
         self.padded = False  # some token so far is padding (attention mask 0)
-        self._sees_all = [{} for _ in range(batch_size)]  # (sid, streams so far) -> bool, per row
         self.buffers = LayoutBuffers(batch_size, FLEX_BLOCK, device)
         self.ids = torch.zeros(batch_size, FLEX_BLOCK, dtype=torch.long, device=device)
 
@@ -84,7 +83,7 @@ class CachedLayout:
                 for q, sid, p in zip(real, seg_real, pos_real):
                     seg[q], pos[q] = sid, p
                 self._add_streams(b)
-                open_view = open_view and all(self._stream_sees_all(b, sid) for sid in set(seg_real))
+                open_view = open_view and all(sees_every_stream(self.parsers[b].streams[sid]) for sid in set(seg_real))
             open_view = open_view and len(real) == q_len
             self.padded = self.padded or len(real) < q_len
             sids.append(seg)
@@ -115,15 +114,6 @@ class CachedLayout:
                 seg.extend([sid] * (hi - lo))
                 pos.extend(range(start_pos + lo - run_start, start_pos + hi - run_start))
         return seg, pos
-
-    def _stream_sees_all(self, b: int, sid: int) -> bool:
-        """Whether stream ``sid`` of row ``b`` sees every stream opened so far (no sibling path exists)."""
-        streams = self.parsers[b].streams
-        key = (sid, len(streams))
-        if key not in self._sees_all[b]:
-            address = streams[sid].address
-            self._sees_all[b][key] = all(compatible(address, s.address) for s in streams[2:])
-        return self._sees_all[b][key]
 
     def _add_streams(self, b: int):
         """Visibility rows of the streams the parser opened, as the engine writes them (``add_stream``: the
