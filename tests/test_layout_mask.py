@@ -104,7 +104,7 @@ def test_the_grammars_relation_is_the_layouts_and_sees_every_stream_follows_it(i
     """structure.sees (pairwise, by address) equals the layout's visibility; sees_every_stream, asked of any
     prefix of the parse (as cached decoding asks it step by step), equals sees against every stream so far."""
     from multiverse.modeling_multiverse.parser import IncrementalParser, _id_items
-    from multiverse.modeling_multiverse.structure import sees, sees_every_stream
+    from multiverse.modeling_multiverse.visibility import sees, sees_every_stream
 
     built = build(items)
     result = parse(built.ids, TAG_IDS)

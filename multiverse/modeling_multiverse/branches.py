@@ -28,6 +28,7 @@ class Branch:
     done: bool = False  # emits nothing more
     suspended: bool = False  # waiting for its branches to close
     queued: bool = False  # sequential paths: waiting for its earlier siblings to end
+    closed_by_cut: bool = False  # a budget cut closed it with tags (tree.Trees.close), not the model
     pending: bool = False  # last token emitted but not yet written to the cache
     start_step: int = -1
     end_step: int = -1
@@ -88,6 +89,7 @@ class PromptRow:
     prompt_ids: list  # the prompt without its padding
     pad: int = 0  # left-padding slots of this prompt
     cache_row: int = 0  # its row of the KV cache, freed for the next prompt when all its samples are done
+    prompt_streams: int = 0  # streams[:prompt_streams] are the prompt's own (its parse); samples' follow
 
 
 @dataclass
@@ -109,6 +111,7 @@ class PromptState:
     admitted_at: float = 0.0  # perf_counter at admission
     seconds: float = 0.0  # admission to done
     summary: dict | None = None  # its statistics and tree once done (generation_outputs.summary_of)
+    repairs: list = field(default_factory=list)  # (branch, index in its stream, rule, message) per broken rule
 
     @property
     def prompt_ids(self) -> list:

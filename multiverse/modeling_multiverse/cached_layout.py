@@ -14,7 +14,8 @@ import torch
 
 from .kv_cache import LayoutBuffers
 from .parser import IncrementalParser, _id_items
-from .structure import REFERENCE, sees_every_stream
+from .structure import REFERENCE
+from .visibility import sees_every_stream
 
 ATTRIBUTE = "multiverse_layout"
 FLEX_BLOCK = 128  # flex_attention may index the mask function past the sequence, up to a block multiple

@@ -13,7 +13,6 @@ its prompt's KV-cache row) and admits waiting prompts into freed rows. Where eac
 Bookkeeping is plain Python; tensors live in preallocated buffers; one ``.tolist()`` per step.
 """
 
-import time
 from collections import Counter
 
 import torch
@@ -71,7 +70,7 @@ class ParallelEngine:
         self.trees = Trees(self.tag_ids, self.position_rule, self.runner, self.sampler, self.seeds, o.streamer,
                            o.num_samples, o.max_new_tokens, self.eos, o.sequential_paths)
         self.scheduler = Scheduler(prompts, rows, self.runner.capacity, o.num_samples, o.max_new_tokens,
-                                   o.max_critical_path, self.tag_ids, self.pad, o.streamer, o.max_live_samples)
+                                   o.max_critical_path, self.trees.close, self.pad, o.max_live_samples)
 
     def _admit(self, step: int, logits: StepLogits):
         """Prefill waiting prompts into free cache rows (a contiguous run of rows per forward)."""
@@ -122,7 +121,7 @@ class ParallelEngine:
                 if self.options.on_prompt_done is not None:
                     n = self.options.num_samples
                     states = [self.trees.states[row.index * n + s] for s in range(n)]
-                    self.options.on_prompt_done(row.index, prompt_results(states, self.tag_ids))
+                    self.options.on_prompt_done(row.index, prompt_results(states))
             if scheduler.idle:
                 break
             logits = StepLogits()

@@ -144,8 +144,7 @@ def parallel_generate(model, input_ids, attention_mask, generation_config, optio
     engine = ParallelEngine(model, generation_config, processor, seeds,
                             EngineOptions.from_options(options, streamer=streamer, **settings))
     samples = engine.run(input_ids, attention_mask, forced)
-    return build_output(input_ids, samples, generation_config, model.config.multiverse_tag_ids,
-                        model.config.vocab_size)
+    return build_output(input_ids, samples, generation_config, model.config.vocab_size)
 
 
 def _short(value) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .parser import parse
+from .row_tree import RowTree
 from .sampling import forced_rows
 
 
@@ -39,22 +39,22 @@ class PromptResult:
     multiverse: dict  # its tree and statistics, as ``MultiverseGenerateOutput.multiverse[row]``
 
 
-def prompt_results(states: list, tag_ids: list) -> list[PromptResult]:
+def prompt_results(states: list) -> list[PromptResult]:
     results = []
     for state in states:
         tokens = state.root.linearize()[0]
-        results.append(PromptResult(state.index, tokens, summary_of(state, tokens, tag_ids)))
+        results.append(PromptResult(state.index, tokens, summary_of(state, tokens)))
     return results
 
 
-def summary_of(state, tokens, tag_ids) -> dict:
+def summary_of(state, tokens) -> dict:
     """``summarize``, made once per output row (a prompt's callback and the final output share it)."""
     if state.summary is None:
-        state.summary = summarize(state, tokens, tag_ids)
+        state.summary = summarize(state, tokens)
     return state.summary
 
 
-def build_output(input_ids, samples: list, generation_config, tag_ids: list, vocab_size: int):
+def build_output(input_ids, samples: list, generation_config, vocab_size: int):
     """``sequences`` [rows, prompt + longest completion], prompt-major like HF's ``num_return_sequences``;
     completions padded with ``pad_token_id``, else the first eos id (as HF pads), else 0."""
     n = len(samples) // input_ids.shape[0]
@@ -67,7 +67,7 @@ def build_output(input_ids, samples: list, generation_config, tag_ids: list, voc
     sequences = torch.cat([input_ids.repeat_interleave(n, dim=0), tail.to(input_ids.device)], dim=1)
     if not generation_config.return_dict_in_generate:
         return sequences
-    summaries = [summary_of(state, c[0], tag_ids) for state, c in zip(samples, completions)]
+    summaries = [summary_of(state, c[0]) for state, c in zip(samples, completions)]
     out = MultiverseGenerateOutput(sequences=sequences, multiverse=summaries)
     if generation_config.output_logits:
         out.position_logits = [c[1] for c in completions]
@@ -106,11 +106,10 @@ def per_token(completions, tail, which: int, vocab_size: int, device) -> tuple:
     return tuple(steps)
 
 
-def summarize(state, tokens, tag_ids) -> dict:
-    """Stats and tree of one output row. The completion is read after its prompt, which may open a block."""
-    prompt = state.prompt_ids
-    result = parse(prompt + tokens, tag_ids)
-    prompt_critical = parse(prompt, tag_ids, allow_truncated=True).critical_path
+def summarize(state, tokens) -> dict:
+    """Stats and tree of one output row, from the engine's own records (``row_tree``): nothing is parsed again.
+    The completion follows its prompt, which may open a block."""
+    tree = RowTree(state)
     index = {id(br): i for i, br in enumerate(state.branches)}
     return {
         "tokens": state.generated,  # decoded tokens; closing tags of a cut come on top (``closing_tags``)
@@ -120,15 +119,17 @@ def summarize(state, tokens, tag_ids) -> dict:
         "forks": state.forks,
         "max_depth": max(br.stream.depth for br in state.branches),
         "events": dict(state.events),
-        "repairs": [str(r) for r in result.repairs if r.index >= len(prompt)],
+        "repairs": tree.repairs(),
         "seconds": state.seconds,
-        "critical_path": result.critical_path - prompt_critical,
+        "critical_path": tree.steps() - tree.prompt_steps,
         # cache slots holding the prompt or generated tokens: the prompt's row, shared by its samples
         "kv_slots": state.row.length - 1 - state.row.pad,
-        "tree": tree_dict(result),
+        "tree": tree.as_dict(),
         "branches": [{"id": i, "parent": index.get(id(br.parent)), "label": br.stream.label or "root",
                       "depth": br.stream.depth, "start_step": br.start_step, "end_step": br.end_step,
-                      "tokens": len(br.tokens), "closed": br.stream.closed} for i, br in enumerate(state.branches)],
+                      # closed by its own </Path>; one a budget cut closed with tags is not
+                      "tokens": len(br.tokens), "closed": br.stream.closed and not br.closed_by_cut}
+                     for i, br in enumerate(state.branches)],
     }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, POSITION_RULES, REFERENCE, STRAY, Stream
+from .structure import CLOSE, FORK, OK, POP, POSITION_RULES, REFERENCE, Stream, repair, truncations
 from .tags import CODE_OF_TAG, END_CONCLUSION, END_OUTLINE, LABEL_PATTERN, OUTLINE, PARALLEL, PATH, TAG_PATTERN
 
 VOID_SID, ROOT_SID = 0, 1  # segment 0 holds padding and scratch rows; it sees only itself
@@ -187,22 +187,17 @@ class IncrementalParser:
         frame = cur.top
         self.advance(cur, code, start, end)  # placed before step: the rule reads the state the tag arrives in
         event, reason = cur.step(code, start)
-        if event == STRAY:
-            expecting = cur.is_branch and not cur.opened
-            self.fail("path-count" if expecting else "stray-tag", start,
-                      f"expected <Path> for path {cur.label}, found {reason}" if expecting else reason)
-        elif event == OK:
+        broken = repair(event, cur, reason)
+        if broken is not None:
+            self.fail(broken[0], start, broken[1])
+        if event == OK:
             self.on_tag(cur, code, start, end)
         elif event == FORK:
             self.open_child(cur, frame, end)
         elif event == CLOSE:
-            self.close(cur, start, end, reason)
-        elif event == EMPTY_GOAL:
-            self.fail("empty-goal", start, reason)
+            self.close(cur, end)
         elif event == POP:
             frame.end = end
-            if reason:
-                self.fail("incomplete-conclusion", start, reason)
 
     def on_tag(self, cur: Stream, code: int, start: int, end: int):
         """The spans the grammar does not keep (it sees a tag's first unit only)."""
@@ -228,10 +223,8 @@ class IncrementalParser:
         self.streams.append(child)
         self.cur = child
 
-    def close(self, cur: Stream, start: int, end: int, reason: str):
+    def close(self, cur: Stream, end: int):
         cur.end = end
-        if reason:
-            self.fail("abandoned-block", start, f"path {cur.label}: {reason}")
         if cur.tag_end >= 0 and self.text_of is not None:
             written = self.label(cur.tag_end, end)
             if written and written != cur.label:
@@ -247,14 +240,8 @@ class IncrementalParser:
     def finish(self, length: int):
         if self.allow_truncated:
             return
-        cur = self.cur
-        while True:
-            for frame in reversed(cur.frames):
-                self.fail("truncated", length, f"input ends inside the block at {frame.start} ({frame.phase})")
-            if not cur.is_branch:
-                break
-            self.fail("truncated", length, f"input ends inside path {cur.label}")
-            cur = cur.parent
+        for message in truncations(self.cur, lambda stream, block: block.start):
+            self.fail("truncated", length, message)
 
 
 _TAG_TEXT = {code: tag for tag, code in CODE_OF_TAG.items()}

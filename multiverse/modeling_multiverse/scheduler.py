@@ -19,15 +19,14 @@ from .budget_cuts import own_closing
 
 class Scheduler:
     def __init__(self, num_prompts: int, rows: int, capacity: int, num_samples: int, max_new_tokens: int,
-                 max_critical_path: int | None, tag_ids: list, pad_id: int = 0, streamer=None,
-                 max_live_samples: int | None = None):
+                 max_critical_path: int | None, close, pad_id: int = 0, max_live_samples: int | None = None):
         self.waiting = deque(range(num_prompts))
         self.free = list(range(rows))  # cache rows; the lowest is taken first
         self.rows = {}  # cache row -> the PromptRow in it
         self.live = []  # PromptStates of admitted prompts not yet done
         self.capacity, self.n = capacity, num_samples
         self.max_new_tokens, self.max_critical_path = max_new_tokens, max_critical_path
-        self.tag_ids, self.pad_id, self.streamer = tag_ids, pad_id, streamer
+        self.close, self.pad_id = close, pad_id  # close(state): closing tags through the grammar (tree.Trees.close)
         self.max_live = max_live_samples
 
     @property
@@ -105,16 +104,11 @@ class Scheduler:
                 br.done = True
 
     def cut(self, state, event: str):
-        """A limit ends the output row: close what is open, so it reads back as the same tree."""
+        """A limit ends the output row: close what is open (``close``, the tree's), so it reads back as the tree."""
         state.events[event] += 1
-        closing = [(br, own_closing(br.stream)) for br in state.branches]
-        if any(codes for _, codes in closing):
+        if any(own_closing(br.stream) for br in state.branches):
             state.events["cut"] += 1
-            for br, codes in closing:
-                for code in codes:
-                    br.tokens.append(self.tag_ids[code])
-                    if self.streamer is not None:  # streamed text stays the returned sequence
-                        self.streamer.on_token(br, self.tag_ids[code])
+            self.close(state)
         state.done = True
         for br in state.branches:
             br.done = True

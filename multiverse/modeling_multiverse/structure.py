@@ -275,33 +275,29 @@ class Stream:
         }[top.phase]
 
 
-# --- visibility: the one relation -------------------------------------------------------------------
-# Two streams see each other unless they sit in different paths of one block; a block's conclusion is its
-# parent stream's, so it sees every path. The relation is symmetric; causality (a key no later than its query) is
-# applied apart. It takes three forms, one per reader, each tested against ``sees``:
-# - ``Stream.siblings_from``: a new stream sees what its parent sees, less its block's earlier paths and their
-#   subtrees (the streams opened from the block's first path on). The engine and the cached layout grow their
-#   rows by it, one per stream as it opens (``kv_cache.LayoutBuffers.add_stream``).
-# - ``layout.segment_order``: two depth-first ranks per stream, walked over the block records; linear in the
-#   streams, for the parser's layout and the training collator.
-# - ``sees_every_stream``: whether a stream sees all streams so far (cached decoding skips the mask then).
-
-def sees(a: Stream, b: Stream) -> bool:
-    """Whether streams ``a`` and ``b`` see each other. Addresses list (block, path index) from the root down, so
-    the first block they differ in decides: same block, other path means siblings."""
-    for (block_a, path_a), (block_b, path_b) in zip(a.address, b.address):
-        if block_a != block_b:
-            return True
-        if path_a != path_b:
-            return False
-    return True
+# --- repairs: the events the strict grammar refuses, as the parser and the engine report them --------------
+_REPAIR_RULES = {CLOSE: "abandoned-block", EMPTY_GOAL: "empty-goal", POP: "incomplete-conclusion"}
 
 
-def sees_every_stream(stream: Stream) -> bool:
-    """Whether ``stream`` sees every stream opened so far: no block on its way down from the root has a second
-    path yet (streams under other blocks are never hidden from it). O(depth)."""
-    while stream.block is not None:
-        if len(stream.block.paths) > 1:
-            return False
+def repair(event: str, stream: Stream, reason: str) -> tuple[str, str] | None:
+    """(rule, message) of an event ``stream.step`` returned that breaks a strict rule; None if it breaks none."""
+    if event == STRAY:
+        if stream.is_branch and not stream.opened:
+            return "path-count", f"expected <Path> for path {stream.label}, found {reason}"
+        return "stray-tag", reason
+    if event not in _REPAIR_RULES or not reason:
+        return None
+    return _REPAIR_RULES[event], f"path {stream.label}: {reason}" if event == CLOSE else reason
+
+
+def truncations(stream: Stream, start_of) -> list[str]:
+    """Messages of the ``truncated`` repairs of input that ends in ``stream``: its open blocks, innermost first,
+    and its paths, up to the root. ``start_of(stream, block)`` is a block's first unit in the caller's units."""
+    messages = []
+    while True:
+        for frame in reversed(stream.frames):
+            messages.append(f"input ends inside the block at {start_of(stream, frame)} ({frame.phase})")
+        if not stream.is_branch:
+            return messages
+        messages.append(f"input ends inside path {stream.label}")
         stream = stream.parent
-    return True

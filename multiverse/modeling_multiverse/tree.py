@@ -13,11 +13,15 @@ before it has ended. That is autoregressive decoding of the same model by the sa
 from collections import deque
 
 from .branches import Branch, PromptRow, PromptState
-from .budget_cuts import local_cost
+from .budget_cuts import local_cost, own_closing
 from .layout import layout_from_parse
-from .parser import IncrementalParser
-from .structure import CLOSE, EMPTY_GOAL, FORK, OK, POP, STRAY
-from .tags import END_OUTLINE
+from .parser import IncrementalParser, default_label
+from .structure import CLOSE, FORK, OK, POP, repair
+from .tags import END_OUTLINE, END_PATH, PATH
+
+# The event each repair is counted under in a row's statistics.
+EVENT_OF_RULE = {"abandoned-block": "abandoned_block", "empty-goal": "empty_goal",
+                 "incomplete-conclusion": "incomplete_conclusion", "stray-tag": "stray_tag", "path-count": "stray_tag"}
 
 
 class Trees:
@@ -42,7 +46,8 @@ class Trees:
         self.runner.clear_row(cache_row)
         self.runner.set_layout(cache_row, layout)
         width = pad + len(ids)
-        row = PromptRow(prompt, list(parser.streams), 1 + width, ids, pad=pad, cache_row=cache_row)
+        row = PromptRow(prompt, list(parser.streams), 1 + width, ids, pad=pad, cache_row=cache_row,
+                        prompt_streams=len(parser.streams))
         first = len(row.streams)
         for s in range(self.n):
             self._add_sample(row, parser.cur, first, prompt * self.n + s, step)
@@ -67,39 +72,80 @@ class Trees:
     # --- emission ----------------------------------------------------------------------------------
     def emit(self, br: Branch, token: int, step: int):
         """``br`` takes ``token`` at (its prompt's) decode ``step``."""
-        state, stream = self.states[br.sample], br.stream
-        code = self.code_of.get(token)
-        pos = stream.place(code)  # the position rule lives in structure.Stream.place
-        br.tokens.append(token)
-        br.positions.append(pos)
+        state = self.states[br.sample]
         br.pending = True
         br.start_step = step if br.start_step < 0 else br.start_step
         br.end_step = step
         state.generated += 1
-        if self.streamer is not None:
-            self.streamer.on_token(br, token)
+        code = self._take(br, token)
         if code is None:
-            if token in self.eos and not stream.is_branch:
+            if token in self.eos and not br.stream.is_branch:
                 br.done = True
             return
-        frame = stream.top
-        event, reason = stream.step(code, br.history_length - 1)
+        self._apply(state, br, code, self._fork)
+
+    def _take(self, br: Branch, token: int) -> int | None:
+        """Append ``token`` to ``br`` at its position (the position rule lives in ``structure.Stream.place``)."""
+        code = self.code_of.get(token)
+        br.positions.append(br.stream.place(code))
+        br.tokens.append(token)
+        if self.streamer is not None:  # streamed text stays the returned sequence, closing tags included
+            self.streamer.on_token(br, token)
+        return code
+
+    def _apply(self, state: PromptState, br: Branch, code: int, fork):
+        """The grammar's event for tag ``code`` just taken by ``br``: fork, close and merge, events and repairs."""
+        stream, frame, index = br.stream, br.stream.top, br.history_length - 1
+        event, reason = stream.step(code, index)
+        broken = repair(event, stream, reason)
+        if broken is not None:
+            state.repairs.append((br, index, *broken))
+            state.events[EVENT_OF_RULE.get(broken[0], "stray_tag")] += 1
         if code == END_OUTLINE and event == OK:
-            frame.outlines[-1].end = br.history_length  # the grammar keeps a tag's first unit; the span ends here
+            frame.outlines[-1].end = index + 1  # the grammar keeps a tag's first unit; the span ends here
         elif event == FORK:
-            frame.goal_end_pos = pos
-            self._fork(state, br, frame)
+            frame.goal_end_pos = br.positions[-1]
+            fork(state, br, frame)
         elif event == CLOSE:
             br.done = True
-            if reason:
-                state.events["abandoned_block"] += 1
-            self._maybe_merge(br.parent)
-        elif event == EMPTY_GOAL:
-            state.events["empty_goal"] += 1
-        elif event == POP and reason:
-            state.events["incomplete_conclusion"] += 1
-        elif event == STRAY:
-            state.events["stray_tag"] += 1
+            self._maybe_merge(br.parent, cut=fork == self._fork_empty)
+        elif event == POP:
+            frame.end = index + 1
+        return event
+
+    def close(self, state: PromptState):
+        """A cut: close every open stream with tags only (``budget_cuts.own_closing``), through the grammar as if
+        emitted, so the tree, positions and step clock are those of the returned sequence: a branch's paths (opened
+        after it) close first, a block cut in its goal forks empty paths, the last path merges its block."""
+        for br in reversed(list(state.branches)):
+            codes, i = own_closing(br.stream), 0
+            br.closed_by_cut = bool(codes)
+            while i < len(codes):
+                self._take(br, self.tag_ids[codes[i]])
+                if self._apply(state, br, codes[i], self._fork_empty) == FORK:
+                    i += 2 * len(br.stream.top.outlines)  # its empty paths: their own branches took them
+                i += 1
+            br.done = True  # after its tags: a streamer shows a branch until it is done
+
+    def _fork_empty(self, state: PromptState, br: Branch, frame):
+        """A cut's ``</Goal>``: one branch per outline, closed at once (``<Path></Path>``)."""
+        children = []
+        for k in range(len(frame.outlines)):
+            child = Branch(stream=None, sample=state.index, prompt=br.prompt, parent=br, cut=len(br.tokens),
+                           done=True, closed_by_cut=True)
+            child.stream = br.stream.spawn(frame, len(state.row.streams), default_label(br.stream, k))
+            frame.outlines[k].label = child.stream.label
+            state.row.streams.append(child.stream)
+            state.branches.append(child)
+            children.append(child)
+        br.forks.append((len(br.tokens), children))
+        br.suspended = True
+        if self.streamer is not None:
+            self.streamer.on_fork(br, children)
+        for child in children:
+            for code in (PATH, END_PATH):
+                self._take(child, self.tag_ids[code])
+                self._apply(state, child, code, self._fork_empty)
 
     def _fork(self, state: PromptState, br: Branch, frame):
         children = []
@@ -108,6 +154,7 @@ class Trees:
             child = Branch(stream=None, sample=state.index, prompt=br.prompt, parent=br, cut=len(br.tokens))
             label, seed = self.seeds.at_fork(br, k, outline, self.tag_ids, child)
             child.stream = br.stream.spawn(frame, len(state.row.streams), label)
+            frame.outlines[k].label = label
             child.queue = deque(seed)
             state.row.streams.append(child.stream)
             child.presence_row = self.sampler.new_row(source_row=br.presence_row)
@@ -123,14 +170,16 @@ class Trees:
         if self.streamer is not None:
             self.streamer.on_fork(br, children)
 
-    def _maybe_merge(self, parent: Branch):
-        cut, children = parent.forks[-1]
+    def _maybe_merge(self, parent: Branch, cut: bool = False):
+        """After a path closed: merge its block once every path has (``cut``: closing tags only, nothing to seed)."""
+        _, children = parent.forks[-1]
         if not all(c.done and c.stream.closed for c in children):
             return
         parent.stream.merge(parent.stream.top)
         parent.suspended = False
-        self.sampler.absorb(parent.presence_row, [c.presence_row for c in children])
-        parent.queue.extend(self.seeds.at_merge(parent, self.tag_ids))
+        if not cut:
+            self.sampler.absorb(parent.presence_row, [c.presence_row for c in children])
+            parent.queue.extend(self.seeds.at_merge(parent, self.tag_ids))
         if self.streamer is not None:
             self.streamer.on_merge(parent, children)
 
