@@ -138,14 +138,23 @@ def test_max_batch_rows_must_be_positive_and_rows_must_hold_the_prompts(tiny_mod
         run_engine(tiny_model, prompts, kv_row_slots=5, tokenizer=tokenizer)
 
 
-def test_forced_completions_per_output_row_replay_each_sample(tiny_model, tokenizer):
-    """``num_return_sequences`` samples of a prompt can replay different structures (benchmarks/throughput.py)."""
+@pytest.mark.parametrize("share", [True, False])
+def test_forced_completions_per_output_row_replay_each_sample(tiny_model, tokenizer, share):
+    """``num_return_sequences`` samples of a prompt can replay different structures (benchmarks/throughput.py),
+    over one copy of the prompt's KV (``share_prompt_rows=True``) or one per sample (False)."""
     prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT, TEXT, SHORT + SHORT])
     prompts = prompts[:2]
-    _, rows = run(tiny_model, prompts, forced, num_return_sequences=2, do_sample=True, max_batch_rows=1,
-                  max_new_tokens=max(len(c) for c in forced) + 8)
+    kwargs = dict(num_return_sequences=2, do_sample=True, max_new_tokens=max(len(c) for c in forced) + 8)
+    _, rows = run(tiny_model, prompts, forced, max_batch_rows=1, share_prompt_rows=share, **kwargs)
     assert [r["completion"] for r in rows] == forced
-    assert rows[0]["kv_slots"] == rows[1]["kv_slots"] == len(prompts[0]) + len(forced[0]) + len(forced[1])
+    if share:
+        assert rows[0]["kv_slots"] == rows[1]["kv_slots"] == len(prompts[0]) + len(forced[0]) + len(forced[1])
+    else:
+        assert [r["kv_slots"] for r in rows] == [len(prompts[r // 2]) + len(forced[r]) for r in range(4)]
+    drop = {"kv_slots", "seconds"}
+    shared = run(tiny_model, prompts, forced, max_batch_rows=3, share_prompt_rows=not share, **kwargs)[1]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in shared]  # the same rows either way
 
 
 def test_default_rows_hold_every_prompt_that_fits_in_memory(tiny_model):
@@ -167,8 +176,9 @@ def test_on_prompt_done_hands_each_prompt_its_rows_as_it_finishes(tokenizer):
 
     out, rows = run(model, prompts, max_batch_rows=2, streamer=log, on_prompt_done=done, **kwargs)
     assert sorted(p for p, _, _ in calls) == [0, 1, 2, 3]
-    ended = [p for kind, p, _ in log.events if kind == "end"]
-    assert [p for p, _, _ in calls] == ended  # in the order prompts finished, while the batch went on
+    ended = [p for kind, p, _ in log.events if kind == "end"]  # per freed cache row (one per sample here)
+    last = {p: i for i, p in enumerate(ended)}
+    assert [p for p, _, _ in calls] == sorted(last, key=last.get)  # as each prompt's last row ended
     assert all(seen < len(log.events) - 1 for _, _, seen in calls[:-1])
     for prompt, results, _ in calls:
         assert [r.row for r in results] == [2 * prompt, 2 * prompt + 1]
@@ -188,3 +198,21 @@ def test_one_seed_per_output_row_seeds_each_row_as_seed_plus_row_would(tokenizer
     assert reversed_seeds[0] == alone(model, prompts[:1], seed=9, **kwargs)[0]
     with pytest.raises(ValueError, match=r"seed=\[1, 2\]: give one int .* one int per output row \(3\)"):
         run_engine(model, prompts, seed=[1, 2], **kwargs)
+
+
+def test_samples_get_rows_of_their_own_by_default_only_where_prompts_wait_for_memory(tiny_model, tokenizer,
+                                                                                   monkeypatch):
+    from multiverse.modeling_multiverse import engine
+
+    prompts, forced = prompts_and_completions(tokenizer, [NESTED, SHORT, TEXT, SHORT + SHORT])
+    kwargs = dict(num_return_sequences=2, do_sample=True, max_new_tokens=max(len(c) for c in forced) + 8)
+
+    def layout(**extra):  # kv_slots tells them apart: a shared row holds both samples' tokens
+        rows = run(tiny_model, prompts[:2], forced, **kwargs, **extra)[1]
+        return "shared" if rows[0]["kv_slots"] == rows[1]["kv_slots"] > len(prompts[0]) + len(forced[0]) else "own"
+
+    assert layout() == "shared"  # every prompt fits at once: nothing waits for a freed row
+    assert layout(max_batch_rows=1) == "shared"  # rows the caller sized keep their meaning
+    monkeypatch.setattr(engine, "default_batch_rows", lambda model, units, capacity, device: 1)
+    assert layout() == "own"  # memory for one prompt's row at a time: each sample frees its own row
+    assert layout(share_prompt_rows=True) == "shared"

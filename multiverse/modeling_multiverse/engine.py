@@ -5,7 +5,8 @@ its prompt's KV-cache row) and admits waiting prompts into freed rows. Where eac
 
 - ``scheduler``: admission (continuous batching), which branches write this step, limits and cuts;
 - ``runner``: the step's tensors, the prefill, the forward, the CUDA-graph step (``decode_graphs``);
-- ``tree``: the branch bookkeeping, fork at ``</Goal>`` and merge after the last ``</Path>``;
+- ``tree``: the branch bookkeeping, fork at ``</Goal>`` and merge after the last ``</Path>``; ``row_tree``: a
+  finished row's tree and statistics, read from that bookkeeping;
 - ``seeds``: what is forced at a sample's start, a fork, a merge, and when a queue runs out (tokenizer seeds
   or a forced replay);
 - ``choosing`` and ``sampling``: processors, grammar, the draw; ``budget_cuts``: ``max_new_tokens`` is exact.
@@ -24,7 +25,7 @@ from .generation_outputs import prompt_results
 from .placement import tensor_parallel_group
 from .runner import ModelRunner, StepLogits
 from .sampling import BranchSampler
-from .scheduler import Scheduler
+from .scheduler import Scheduler, admission_units, unpadded_prompts
 from .seeds import ReplaySeeds
 from .tree import Trees
 
@@ -47,20 +48,22 @@ class ParallelEngine:
     # --- set-up ------------------------------------------------------------------------------------
     def _start(self, input_ids, attention_mask, forced):
         o, device = self.options, input_ids.device
-        self.prompt_ids = []
-        for b in range(input_ids.shape[0]):
-            keep = attention_mask[b].bool().cpu() if attention_mask is not None else torch.ones(input_ids.shape[1],
-                                                                                                 dtype=torch.bool)
-            if keep[:int((~keep).sum())].any():
-                raise ValueError("parallel generate needs left-padded prompts (padding_side='left')")
-            self.prompt_ids.append(input_ids[b].cpu()[keep].tolist())
+        self.prompt_ids = unpadded_prompts(input_ids, attention_mask)
         if forced is not None:
             self.seeds = ReplaySeeds(self.prompt_ids, [list(c) for c in forced], self.tag_ids)
-        width, prompts = max(len(p) for p in self.prompt_ids), len(self.prompt_ids)
-        capacity = o.kv_row_slots or 1 + width + o.num_samples * o.max_new_tokens + 1  # samples share the row
+        width, prompts, n = max(len(p) for p in self.prompt_ids), len(self.prompt_ids), o.num_samples
+        share = o.share_prompt_rows
+        if share is None:  # own rows where they pay: prompts wait for memory, and a copy of one costs little
+            shared_rows = default_batch_rows(self.model, prompts, 2 + width + n * o.max_new_tokens, device)
+            share = n == 1 or width > o.max_new_tokens or o.max_batch_rows is not None or shared_rows >= prompts
+        self.units = admission_units(prompts, n, share)
+        self.per_row = per_row = len(self.units[0][1])  # output rows a cache row holds
+        capacity = o.kv_row_slots or 1 + width + per_row * o.max_new_tokens + 1
         if capacity < 2 + width:  # checked before any prompt decodes
             raise ValueError(f"kv_row_slots={capacity} cannot hold a {width}-token prompt and a token after it")
-        rows = min(prompts, o.max_batch_rows or default_batch_rows(self.model, prompts, capacity, device))
+        units = len(self.units)
+        rows = min(units, o.max_batch_rows or default_batch_rows(self.model, units, capacity, device))
+        self.unfinished = [n] * prompts  # output rows per prompt not yet done (on_prompt_done)
         self.runner = ModelRunner(self.model, rows, capacity, self.pad, device, o.static, o.cuda_graphs)
         self.cache = self.runner.cache
         self.sampler = BranchSampler(self.gc, prompts * o.num_samples, self.model.config.vocab_size, device, o.seed)
@@ -68,25 +71,25 @@ class ParallelEngine:
                                     o.logits_processor, o.stopping_criteria, self.pad, self.model.config.vocab_size,
                                     tensor_parallel_group(self.model))
         self.trees = Trees(self.tag_ids, self.position_rule, self.runner, self.sampler, self.seeds, o.streamer,
-                           o.num_samples, o.max_new_tokens, self.eos, o.sequential_paths)
-        self.scheduler = Scheduler(prompts, rows, self.runner.capacity, o.num_samples, o.max_new_tokens,
+                           o.max_new_tokens, self.eos, o.sequential_paths)
+        self.scheduler = Scheduler(units, rows, self.runner.capacity, per_row, o.max_new_tokens,
                                    o.max_critical_path, self.trees.close, self.pad, o.max_live_samples)
 
     def _admit(self, step: int, logits: StepLogits):
-        """Prefill waiting prompts into free cache rows (a contiguous run of rows per forward)."""
+        """Prefill waiting units into free cache rows (a contiguous run of rows per forward)."""
         admitted = self.scheduler.admissions()
         while admitted:
             run = [admitted.pop(0)]
             while admitted and admitted[0][1] == run[-1][1] + 1:
                 run.append(admitted.pop(0))
-            prompts = [self.prompt_ids[p] for p, _ in run]
+            units = [self.units[u] for u, _ in run]
+            prompts = [self.prompt_ids[p] for p, _ in units]
             width = max(len(p) for p in prompts)
-            positions = torch.stack([self.trees.admit(p, ids, r, width - len(ids), step)
-                                     for (p, r), ids in zip(run, prompts)])
+            positions = torch.stack([self.trees.admit(p, samples, ids, r, width - len(ids), step)
+                                     for ((p, samples), (_, r)), ids in zip(zip(units, run), prompts)])
             out = self.runner.prefill(run[0][1], prompts, positions, width)
-            n = self.options.num_samples
-            for i, (p, r) in enumerate(run):
-                states = [self.trees.states[p * n + s] for s in range(n)]
+            for i, (p, samples) in enumerate(units):
+                states = [self.trees.states[s] for s in samples]
                 self.scheduler.admitted(states[0].row, states)
                 logits.add(out, {s.root: (i, 0) for s in states})  # every sample starts from its prompt's row
                 if self.options.streamer is not None and hasattr(self.options.streamer, "on_prompt_start"):
@@ -118,10 +121,7 @@ class ParallelEngine:
             for row in scheduler.retire():
                 if streamer is not None and hasattr(streamer, "on_prompt_end"):
                     streamer.on_prompt_end(row.index)
-                if self.options.on_prompt_done is not None:
-                    n = self.options.num_samples
-                    states = [self.trees.states[row.index * n + s] for s in range(n)]
-                    self.options.on_prompt_done(row.index, prompt_results(states))
+                self._prompt_done(row)
             if scheduler.idle:
                 break
             logits = StepLogits()
@@ -136,6 +136,13 @@ class ParallelEngine:
         if streamer is not None:
             streamer.end()
         return [self.trees.states[i] for i in range(len(self.trees.states))]
+
+    def _prompt_done(self, row):
+        """A cache row was freed: once all of its prompt's samples are done, hand them to ``on_prompt_done``."""
+        n, p = self.options.num_samples, row.index
+        self.unfinished[p] -= self.per_row
+        if self.unfinished[p] == 0 and self.options.on_prompt_done is not None:
+            self.options.on_prompt_done(p, prompt_results([self.trees.states[s] for s in range(p * n, (p + 1) * n)]))
 
     def _emit_step(self, logits: StepLogits, step: int):
         """Emit one token for every active branch: forced from its queue, else sampled from its logits."""

@@ -25,7 +25,8 @@ class EngineOptions:
     # The CUDA graphs' static-shape step run eagerly: how CPU tests check that step against the eager one.
     static_decode: bool = False
     # Continuous batching: cache rows decoding at once (None: every prompt, as far as free memory allows); more
-    # prompts wait and are admitted as rows free up.
+    # prompts wait and are admitted as rows free up. A row holds a prompt and its samples, or one sample of it
+    # (share_prompt_rows).
     max_batch_rows: int | None = None
     # KV slots per cache row (None: sized from the budget, prompt + samples * max_new_tokens, never overflows);
     # a prompt whose row fills up ends with the event ``kv_row_full``.
@@ -34,6 +35,12 @@ class EngineOptions:
     # cache row until the last ends: with spare cache rows (max_batch_rows above max_live_samples / samples), a
     # new prompt is admitted as soon as enough samples have ended, not only when whole prompts have.
     max_live_samples: int | None = None
+    # Samples of a prompt in one cache row (True: its KV once, the row held until the last sample ends) or each in a
+    # row of its own (False: the prompt's KV once per sample, each row freed as soon as its sample ends). None: own
+    # rows when the rows come from free memory (max_batch_rows unset, whose meaning stays cache rows), not every
+    # prompt fits at once, and a prompt is no longer than max_new_tokens (a copy costs at most one sample's
+    # tokens); else shared.
+    share_prompt_rows: bool | None = None
     # A block's paths one after another (one branch live at a time): autoregressive decoding through this engine.
     sequential_paths: bool = False
 

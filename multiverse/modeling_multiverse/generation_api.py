@@ -11,7 +11,10 @@ per prompt, or one per output row when ``num_return_sequences`` samples should r
 ``max_batch_rows`` (continuous batching: KV-cache rows decoding at once, more prompts wait for a free row;
 default: all, as free memory allows), ``kv_row_slots`` (KV slots per row; default: sized from the budget),
 ``max_live_samples`` (output rows decoding at once; with spare cache rows a prompt is admitted as soon as that
-many samples have ended), ``on_prompt_done`` (a callable ``(prompt, results)`` called as each prompt finishes,
+many samples have ended), ``share_prompt_rows`` (the ``num_return_sequences`` samples of a prompt in one cache row
+over one copy of its KV, held until the last ends, or each in its own row, freed when it ends; default: own rows
+when ``max_batch_rows`` is unset, the prompts do not all fit in memory at once and each is no longer than
+``max_new_tokens``), ``on_prompt_done`` (a callable ``(prompt, results)`` called as each prompt finishes,
 with one ``generation_outputs.PromptResult`` per sample: completion ids and statistics) and
 ``sequential_paths`` (False; True decodes a block's paths one after another through the same engine: the
 autoregressive baseline with the parallel engine's code, batching included). With ``multiverse_parallel=False``
@@ -37,12 +40,13 @@ __all__ = ["MultiverseGenerateOutput", "generate", "parallel_generate", "tree_di
 OPTION_DEFAULTS = dict(multiverse_parallel=True, cuda_graphs=False, max_branches=16, max_depth=4,
                        max_path_tokens=None, max_critical_path=None, enforce_structure=True, seed=None, tokenizer=None,
                        forced_completions=None, max_batch_rows=None, kv_row_slots=None,
-                       max_live_samples=None, sequential_paths=False, on_prompt_done=None)
+                       max_live_samples=None, sequential_paths=False, on_prompt_done=None,
+                       share_prompt_rows=None)
 
 
 # Options only the parallel engine reads (autoregressive decoding refuses them when they are set).
 ENGINE_ONLY = ("cuda_graphs", "max_critical_path", "seed", "forced_completions", "max_batch_rows", "kv_row_slots",
-               "max_live_samples", "sequential_paths", "on_prompt_done")
+               "max_live_samples", "sequential_paths", "on_prompt_done", "share_prompt_rows")
 
 
 def split_options(generation_config, kwargs: dict) -> dict:

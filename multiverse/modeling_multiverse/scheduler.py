@@ -1,9 +1,9 @@
 """The scheduler: which prompts hold a KV-cache row, which wait, which branches write this step, and the limits.
 
-Continuous batching: the engine has ``rows`` cache rows and takes any number of prompts. A prompt holds a
-row from its admission until every one of its samples is done; then the row is freed and the next waiting
-prompt is admitted (prefilled into it) while the other rows keep decoding. Admission order never changes a
-result: a prompt's tokens, positions and steps depend only on its own row.
+Continuous batching: the engine has ``rows`` cache rows and takes any number of prompts. An admission unit (a
+prompt with its samples, or one sample of it: ``admission_units``) holds a row from its admission until it is
+done; then the row is freed and the next waiting unit is admitted (prefilled into it) while the other rows keep
+decoding. Admission order never changes a result: a sample's tokens, positions and steps depend only on its row.
 
 Limits end an output row with a counted event (``budget_cuts`` closes what is open): the token budget,
 the critical-path budget, a stopping criterion, and a cache row that would overflow (``kv_row_full``).
@@ -13,14 +13,38 @@ import time
 from collections import deque
 
 import numpy as np
+import torch
 
 from .budget_cuts import own_closing
 
 
+def unpadded_prompts(input_ids, attention_mask) -> list[list[int]]:
+    """The prompts of a left-padded batch, without their padding."""
+    prompts = []
+    for b in range(input_ids.shape[0]):
+        keep = attention_mask[b].bool().cpu() if attention_mask is not None else torch.ones(input_ids.shape[1],
+                                                                                             dtype=torch.bool)
+        if keep[:int((~keep).sum())].any():
+            raise ValueError("parallel generate needs left-padded prompts (padding_side='left')")
+        prompts.append(input_ids[b].cpu()[keep].tolist())
+    return prompts
+
+
+def admission_units(prompts: int, samples: int, share: bool) -> list[tuple[int, list[int]]]:
+    """What one cache row takes: (prompt, its output rows). ``share``: a prompt and all its samples (its KV once,
+    the row held until its last sample ends); else one sample per row (the prompt's KV once per sample, a row
+    freed as soon as its sample ends). Output rows are prompt-major either way: prompt p's are p*n .. p*n+n-1."""
+    if share:
+        return [(p, list(range(p * samples, (p + 1) * samples))) for p in range(prompts)]
+    return [(r // samples, [r]) for r in range(prompts * samples)]
+
+
 class Scheduler:
-    def __init__(self, num_prompts: int, rows: int, capacity: int, num_samples: int, max_new_tokens: int,
+    def __init__(self, units: int, rows: int, capacity: int, num_samples: int, max_new_tokens: int,
                  max_critical_path: int | None, close, pad_id: int = 0, max_live_samples: int | None = None):
-        self.waiting = deque(range(num_prompts))
+        """``units`` admission units (``admission_units``) of ``num_samples`` output rows each wait for ``rows``
+        cache rows."""
+        self.waiting = deque(range(units))
         self.free = list(range(rows))  # cache rows; the lowest is taken first
         self.rows = {}  # cache row -> the PromptRow in it
         self.live = []  # PromptStates of admitted prompts not yet done
@@ -34,8 +58,8 @@ class Scheduler:
         return not self.live and not self.waiting
 
     def admissions(self) -> list[tuple[int, int]]:
-        """(prompt, cache row) for every free row while prompts wait, in prompt order, as long as the output rows
-        decoding stay within ``max_live_samples`` (a row held by a prompt's last sample leaves room for more)."""
+        """(unit, cache row) for every free row while units wait, in order, as long as the output rows decoding
+        stay within ``max_live_samples`` (a row held by a prompt's last sample leaves room for more)."""
         out, live = [], len(self.live)
         while self.free and self.waiting and (self.max_live is None or live + self.n <= self.max_live or not live):
             out.append((self.waiting.popleft(), self.free.pop(0)))

@@ -25,19 +25,19 @@ EVENT_OF_RULE = {"abandoned-block": "abandoned_block", "empty-goal": "empty_goal
 
 
 class Trees:
-    def __init__(self, tag_ids: list, position_rule: str, runner, sampler, seeds, streamer, num_samples: int,
+    def __init__(self, tag_ids: list, position_rule: str, runner, sampler, seeds, streamer,
                  max_new_tokens: int, eos: set, sequential: bool = False):
         self.sequential = sequential
         self.tag_ids, self.position_rule, self.runner, self.sampler = tag_ids, position_rule, runner, sampler
-        self.seeds, self.streamer, self.n = seeds, streamer, num_samples
+        self.seeds, self.streamer = seeds, streamer
         self.max_new_tokens, self.eos = max_new_tokens, eos
         self.code_of = {t: c for c, t in enumerate(tag_ids)}
         self.states: dict[int, PromptState] = {}  # output row -> its state, from admission on
 
     # --- admission ---------------------------------------------------------------------------------
-    def admit(self, prompt: int, ids: list, cache_row: int, pad: int, step: int):
-        """Parse prompt ``ids`` into cache row ``cache_row`` (after ``pad`` padding slots) and open its samples.
-        Returns its positions (the prompt's layout) for the prefill."""
+    def admit(self, prompt: int, samples: list, ids: list, cache_row: int, pad: int, step: int):
+        """Parse prompt ``ids`` into cache row ``cache_row`` (after ``pad`` padding slots) and open the output rows
+        ``samples`` over it. Returns its positions (the prompt's layout) for the prefill."""
         parser = IncrementalParser(False, True, "tokens", None, self.position_rule)
         parser.feed_ids(ids, self.tag_ids)
         if parser.cur.is_branch:
@@ -49,8 +49,8 @@ class Trees:
         row = PromptRow(prompt, list(parser.streams), 1 + width, ids, pad=pad, cache_row=cache_row,
                         prompt_streams=len(parser.streams))
         first = len(row.streams)
-        for s in range(self.n):
-            self._add_sample(row, parser.cur, first, prompt * self.n + s, step)
+        for index in samples:
+            self._add_sample(row, parser.cur, first, index, step)
         return layout.position_ids[1:1 + width]
 
     def _add_sample(self, row: PromptRow, prompt_stream, first_sample_sid: int, index: int, step: int):
