@@ -47,6 +47,12 @@ def make_parser():
                    help="static: HF's fastest path (static cache, compiled forward)")
     p.add_argument("--skip-hf", action="store_true", help="time only our engine")
     p.add_argument("--cuda-graphs", action="store_true", help="our decode steps replayed from CUDA graphs")
+    p.add_argument("--repeat", type=int, default=1, help="time each run this many times and take the median")
+    p.add_argument("--decode-only", action="store_true",
+                   help="also time prompt + 1 token in both, and report the decode steps without the prefill")
+    p.add_argument("--same-width", action="store_true",
+                   help="with --decode-only's figures, also time HF's step at batch W (our widest fork) to compare "
+                        "steps with as many query rows: on a CPU a step's cost grows with them, whoever runs it")
     return p
 
 
@@ -101,7 +107,7 @@ def main(args):
                               return_dict_in_generate=True, cuda_graphs=args.cuda_graphs)
 
     ours(completion if args.cuda_graphs else completion[:32])  # warm-up (captures the graphs of every width)
-    mv_seconds, out = timed(ours, device)
+    mv_seconds, out = timed(ours, device, args.repeat)
     exact = all(out.sequences[b, len(prompt):len(prompt) + n].tolist() == completion for b in range(args.batch))
     steps = out.multiverse[0]["steps"]
     result = {"benchmark": "replay", "size": args.size, "device": device_name(device), "dtype": str(dtype)[6:],
@@ -125,17 +131,57 @@ def main(args):
             return stock.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
 
         hf(n if args.hf_cache == "static" else 16)  # warm-up; the static cache compiles for its full length
-        ar_seconds, hf_out = timed(hf, device)
+        ar_seconds, hf_out = timed(hf, device, args.repeat)
         exact = exact and hf_out[0, len(prompt):].tolist() == completion
         speedup = ar_seconds / mv_seconds
         result.update(ar_seconds=round(ar_seconds, 3), ar_ms_per_token=round(1000 * ar_seconds / n, 3),
                       speedup=round(speedup, 3), efficiency=round(speedup / (n / critical), 3))
+        if args.decode_only or args.same_width:  # the prefill (and the first token) taken out of both
+            mv_first, first = timed(lambda: ours(completion[:1]), device, args.repeat)
+            ar_first = timed(lambda: hf(1), device, args.repeat)[0]
+            mv_step = (mv_seconds - mv_first) / (steps - first.multiverse[0]["steps"])
+            ar_step = (ar_seconds - ar_first) / (n - 1)
+            result.update(mv_decode_ms_per_step=round(1000 * mv_step, 3), ar_decode_ms_per_token=round(1000 * ar_step, 3),
+                          decode_efficiency=round(ar_step / mv_step, 3))
+        if args.same_width:
+            result.update(same_width(stock, prompt, completion, out.multiverse[0], device, mv_step))
     result["exact_match"] = exact
     for key in ("tokens", "steps", "ideal_parallelism", "mv_seconds", "mv_ms_per_step", "graph_replay_ms", "ar_seconds",
-                "ar_ms_per_token", "speedup", "efficiency", "exact_match"):
+                "ar_ms_per_token", "speedup", "efficiency", "mv_decode_ms_per_step", "ar_decode_ms_per_token",
+                "decode_efficiency", "mean_width", "hf_ms_per_step_at_width", "same_width_efficiency", "exact_match"):
         if key in result:
             print(f"{key:>18}: {result[key]}")
     finish(result)
+
+
+def widest_fork(stats) -> int:
+    """The most paths one fork opened (a step decodes at least that many branches)."""
+    children = {}
+    for b in stats["branches"]:
+        children[b["parent"]] = children.get(b["parent"], 0) + 1
+    return max([1] + [k for parent, k in children.items() if parent is not None])
+
+
+def same_width(stock, prompt, completion, stats, device, mv_step: float) -> dict:
+    """HF's decode step at batch 1 and at batch W (our widest fork), prefill taken out, interpolated to our mean
+    width (tokens / steps): what HF's own loop pays for as many query rows per step as ours."""
+    width, n = widest_fork(stats), len(completion)
+    per_step = {}
+    for batch in sorted({1, width}):
+        ids = torch.tensor([prompt] * batch, device=device)
+        targets = torch.tensor([completion] * batch, device=device)
+
+        def hf(k, ids=ids, targets=targets):
+            return stock.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
+                                  do_sample=False, eos_token_id=None, pad_token_id=0,
+                                  logits_processor=LogitsProcessorList([ForceTokens(targets, len(prompt))]))
+        hf(2)
+        k = min(n, 33)
+        per_step[batch] = (timed(lambda: hf(k), device)[0] - timed(lambda: hf(1), device)[0]) / (k - 1)
+    mean = n / stats["steps"]
+    at = per_step[1] + (per_step[width] - per_step[1]) * (mean - 1) / max(1, width - 1)
+    return {"mean_width": round(mean, 3), "hf_ms_per_step_at_width": {w: round(1000 * t, 3) for w, t in per_step.items()},
+            "same_width_efficiency": round(at / mv_step, 3)}
 
 
 if __name__ == "__main__":
