@@ -277,3 +277,15 @@ def test_autoregressive_mode_forces_the_engines_seeds(tiny_model, tokenizer):
     assert "</Path>\n<Conclusion>" in text, text
     result = parse(out[0].tolist(), tags, allow_truncated=True, decode=tokenizer.decode)
     assert result.ok, result.repairs
+
+
+def test_char_table_seeds_read_a_label_as_long_as_nesting_makes_it(tokenizer):
+    """Without a tokenizer the seeds decode an outline through the config's char table: all of it (it read 16
+    chars, so a label nested 9 deep, 17 chars and its colon, fell back to the default)."""
+    from multiverse.conversion import seed_token_ids
+    from multiverse.modeling_multiverse.seeds import Seeds
+
+    table = seed_token_ids(tokenizer)
+    label = ".".join(["1"] * 9) + ".2"
+    outline = [table[c] for c in "\n" + label + ":"] + tokenizer.encode(" go on")
+    assert Seeds(None, table).label(outline) == label

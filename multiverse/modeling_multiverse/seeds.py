@@ -42,7 +42,7 @@ class Seeds:
         if self.tokenizer is not None:
             text = self.tokenizer.decode(outline_ids)
         else:
-            text = "".join(self.char_of.get(t, "\x00") for t in outline_ids[:16])
+            text = "".join(self.char_of.get(t, "\x00") for t in outline_ids)  # a label as long as nesting makes it
         m = LABEL_PATTERN.match(text)
         return m.group(1) if m else ""
 
