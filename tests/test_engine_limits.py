@@ -289,3 +289,32 @@ def test_char_table_seeds_read_a_label_as_long_as_nesting_makes_it(tokenizer):
     label = ".".join(["1"] * 9) + ".2"
     outline = [table[c] for c in "\n" + label + ":"] + tokenizer.encode(" go on")
     assert Seeds(None, table).label(outline) == label
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_path_out_of_budget_finishes_the_block_inside_it_instead_of_abandoning_it(tokenizer, ids, sequential):
+    """Every path opens a nested block at once; its budget runs out in the nested goal or paths. The path closes
+    the way a cut does (the nested goal, empty paths, conclusion, </Parallel>, then </Path>): no repair. It used
+    to take </Path> at once, leaving an abandoned block (path budgets 7 to 15 here, all of them)."""
+    table = {ids.parallel: ids.goal, ids.goal: ids.outline, ids.outline: ids.one, ids.one: ids.outline_end,
+             ids.outline_end: ids.goal_end, ids.goal_end: ids.word, ids.colon: ids.parallel, ids.path_end: ids.nl,
+             ids.nl: ids.conclusion, ids.conclusion: ids.word}
+    model = TableLM(tokenizer, table, default=ids.word)
+    tags = model.config.multiverse_tag_ids
+    # Past its budget a path takes at most what finishing one nested block takes: <Outline></Outline></Goal>, one
+    # path (its seed, </Path>), the conclusion (its seed, </Conclusion></Parallel>), and its own </Path>.
+    closing = 3 + len(tokenizer.encode("\n<Path>\n1.1:")) + 1 + len(tokenizer.encode("\n<Conclusion>")) + 2 + 1
+    depths = []
+    for budget in range(5, 16):
+        out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=400, max_depth=3, max_path_tokens=budget,
+                         tokenizer=tokenizer, sequential_paths=sequential)
+        stats = out.multiverse[0]
+        assert stats["repairs"] == [] and "abandoned_block" not in stats["events"], budget
+        assert stats["events"]["path_budget_closed"] >= 1
+        result = parse(out.sequences[0].tolist(), tags)
+        assert result.repairs == []
+        depths.append(result.max_depth)
+        for block in result.all_blocks:
+            for path in block.paths:
+                assert path.next_step - path.start_step <= budget + closing, (budget, path.label)
+    assert max(depths) == 2  # nested blocks were open when budgets ran out

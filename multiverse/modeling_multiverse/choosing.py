@@ -47,14 +47,14 @@ class TokenChooser:
         """The structure processor's rules for a row, plus eos held back until ``min_new_tokens``, and no tag whose
         closing would not fit: each of the output row's ``sampled`` rows may grow the closing by an equal share
         of what is left of ``max_new_tokens`` once its ``emitting`` tokens are paid."""
-        allowed, eos_ok, must_close = self.structure.row_rules(br.stream)
+        allowed, eos_ok, force = self.structure.row_rules(br.stream)
         eos_ok = eos_ok and state.generated >= self.min_new_tokens
         share = (self.max_new_tokens - state.generated - state.closing - emitting) // sampled
         if share < MAX_GROWTH:
             for code in (PARALLEL, OUTLINE):
                 if allowed[code] and growth(br.stream, code) > share:
                     allowed[code] = False
-        return allowed, eos_ok, must_close
+        return allowed, eos_ok, force
 
     def tail(self, br) -> list:
         """The last ``TAIL_TOKENS`` ids the branch sees (for spelled tags). Its own tokens since its last merge end

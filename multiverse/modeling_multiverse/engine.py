@@ -27,6 +27,7 @@ from .runner import ModelRunner, StepLogits
 from .sampling import BranchSampler
 from .scheduler import Scheduler, admission_units, unpadded_prompts
 from .seeds import ReplaySeeds
+from .tags import END_PATH
 from .tree import Trees
 
 
@@ -201,7 +202,7 @@ class ParallelEngine:
         tokens, scores, rules = self.chooser(raw, sample, states, emitting)
         self.step_scores = dict(zip(sample, scores))
         for i, (br, rule) in enumerate(zip(sample, rules)):
-            states[i].events["path_budget_closed"] += rule[2]
+            states[i].events["path_budget_closed"] += rule[2] == END_PATH  # the path itself closes: once a path
             if self.options.record_chosen:
                 br.in_hand[len(br.tokens)] = (raw[i], scores[i])
         return list(zip(sample, tokens))

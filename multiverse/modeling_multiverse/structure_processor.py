@@ -15,8 +15,9 @@ from collections import deque
 import torch
 from transformers import LogitsProcessor
 
+from .budget_cuts import own_closing
 from .parser import IncrementalParser
-from .tags import END_PATH, OUTLINE, PARALLEL, TAGS
+from .tags import OUTLINE, PARALLEL, TAGS
 
 
 class MultiverseStructureLogitsProcessor(LogitsProcessor):
@@ -25,8 +26,10 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         tag_ids (`list[int]`): the 12 tag ids, in `TAGS` order (`config.multiverse_tag_ids`).
         max_branches (`int`): most outlines (so paths) per block.
         max_depth (`int`): most nested blocks; `<Parallel>` is banned in a stream this deep.
-        max_path_tokens (`int`, *optional*): most tokens (positions, for nested paths) a path may take, its
-            closing `</Path>` included; a path that reaches it is closed.
+        max_path_tokens (`int`, *optional*): most decode steps a path may take (a nested block counted by its
+            longest path), its closing `</Path>` included; a path that reaches it is closed. A block still open
+            inside it is finished first, the shortest way the grammar allows (an empty outline, each path's seed
+            and `</Path>`, the conclusion's seed and tags), never abandoned: those steps come on top.
         eos_token_id (`int | list[int]`, *optional*): allowed only at top level, outside any block.
         grammar (`bool`, defaults to `True`): enforce the grammar's tag order. With `False` only the limits
             stay: depth, branches per block and the path budget.
@@ -58,27 +61,39 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         self.eos_ids = torch.tensor(eos, dtype=torch.long)
         self._code_of = {int(t): c for c, t in enumerate(tag_ids)}
         self.seeds = seeds
-        self._end_path, self._cols, self._banned_key, self._banned = int(self.tag_ids[END_PATH]), None, None, None
+        self._cols, self._banned_key, self._banned = None, None, None
         self._rows: list[IncrementalParser] = []
         self._seen: list[int] = []
         self._forced: list[deque] = []
         self.spelled = None if tokenizer is None else SpelledTags.of(tokenizer, list(tag_ids))
 
     # --- shared with the engine ----------------------------------------------------------------------
-    def row_rules(self, stream) -> tuple[list[bool], bool, bool]:
-        """(allowed per tag, eos allowed, must close now) for a stream."""
-        must_close = (self.max_path_tokens is not None and stream.is_branch and stream.opened
-                      and stream.extent >= self.max_path_tokens - 1)
+    def row_rules(self, stream) -> tuple[list[bool], bool, int | None]:
+        """(allowed per tag, eos allowed, the tag code it must take now or None) for a stream."""
+        force = own_closing(stream)[0] if self.out_of_path_budget(stream) else None
         if self.grammar:
             allowed = stream.allowed_tags(self.max_depth, self.max_branches)
-            return [c in allowed for c in range(len(TAGS))], not stream.is_branch and stream.top is None, must_close
+            return [c in allowed for c in range(len(TAGS))], not stream.is_branch and stream.top is None, force
         allowed = [True] * len(TAGS)
         allowed[PARALLEL] = stream.depth < self.max_depth
         allowed[OUTLINE] = stream.top is None or len(stream.top.outlines) < self.max_branches
-        return allowed, True, must_close
+        return allowed, True, force
+
+    def out_of_path_budget(self, stream) -> bool:
+        """Whether ``stream`` or a path it sits in has used ``max_path_tokens`` (a nested path counts toward every
+        path around it). Such a stream closes, tag by tag, the shortest way the grammar allows: a block open inside
+        it is finished (``budget_cuts.own_closing``), never abandoned."""
+        if self.max_path_tokens is None or not stream.is_branch or not stream.opened:
+            return False
+        path = stream
+        while path.is_branch:
+            if stream.next_step - path.start_step >= self.max_path_tokens - 1:
+                return True
+            path = path.parent
+        return False
 
     def mask_scores(self, scores: torch.FloatTensor, rules: list, tails: list | None = None) -> torch.FloatTensor:
-        """Pure tensor math: ban disallowed tags (and eos), or leave only ``</Path>`` for rows that must close.
+        """Pure tensor math: ban disallowed tags (and eos), or leave only the closing tag a row must take now.
         ``tails``: each row's last ``TAIL_TOKENS`` ids before the new token; with a tokenizer, the ordinary tokens
         that would complete a spelled tag after them are banned too."""
         n_eos = len(self.eos_ids)
@@ -94,9 +109,9 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
         scores = scores.index_copy(1, columns, scores[:, columns].masked_fill(banned, neg))
         if self.spelled is not None and tails is not None:
             scores = self.spelled.ban(scores, tails)
-        if not any(r[2] for r in rules):
+        if all(r[2] is None for r in rules):
             return scores
-        closing = [self._end_path if r[2] else -1 for r in rules]
+        closing = [-1 if r[2] is None else int(self.tag_ids[r[2]]) for r in rules]
         return _force(scores, torch.tensor(closing, device=scores.device))
 
     def _columns(self, device) -> torch.Tensor:
