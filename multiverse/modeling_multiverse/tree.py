@@ -82,7 +82,7 @@ class Trees:
             if token in self.eos and not br.stream.is_branch:
                 br.done = True
             return
-        self._apply(state, br, code, self._fork)
+        self._apply(state, br, code)
 
     def _take(self, br: Branch, token: int) -> int | None:
         """Append ``token`` to ``br`` at its position (the position rule lives in ``structure.Stream.place``)."""
@@ -93,8 +93,9 @@ class Trees:
             self.streamer.on_token(br, token)
         return code
 
-    def _apply(self, state: PromptState, br: Branch, code: int, fork):
-        """The grammar's event for tag ``code`` just taken by ``br``: fork, close and merge, events and repairs."""
+    def _apply(self, state: PromptState, br: Branch, code: int, cut: bool = False):
+        """The grammar's event for tag ``code`` just taken by ``br``: fork, close and merge, events and repairs
+        (``cut``: a closing tag of a cut, whose fork opens paths that close at once)."""
         stream, frame, index = br.stream, br.stream.top, br.history_length - 1
         event, reason = stream.step(code, index)
         broken = repair(event, stream, reason)
@@ -105,10 +106,10 @@ class Trees:
             frame.outlines[-1].end = index + 1  # the grammar keeps a tag's first unit; the span ends here
         elif event == FORK:
             frame.goal_end_pos = br.positions[-1]
-            fork(state, br, frame)
+            (self._fork_empty if cut else self._fork)(state, br, frame)
         elif event == CLOSE:
             br.done = True
-            self._maybe_merge(br.parent, cut=fork == self._fork_empty)
+            self._maybe_merge(br.parent, cut)
         elif event == POP:
             frame.end = index + 1
         return event
@@ -122,7 +123,7 @@ class Trees:
             br.closed_by_cut = bool(codes)
             while i < len(codes):
                 self._take(br, self.tag_ids[codes[i]])
-                if self._apply(state, br, codes[i], self._fork_empty) == FORK:
+                if self._apply(state, br, codes[i], cut=True) == FORK:
                     i += 2 * len(br.stream.top.outlines)  # its empty paths: their own branches took them
                 i += 1
             br.done = True  # after its tags: a streamer shows a branch until it is done
@@ -145,7 +146,7 @@ class Trees:
         for child in children:
             for code in (PATH, END_PATH):
                 self._take(child, self.tag_ids[code])
-                self._apply(state, child, code, self._fork_empty)
+                self._apply(state, child, code, cut=True)
 
     def _fork(self, state: PromptState, br: Branch, frame):
         children = []
