@@ -92,3 +92,38 @@ def test_a_prompt_that_opens_a_block(tiny_model, tokenizer):
         out = run_engine(tiny_model, [prompt], forced=[rest], max_new_tokens=budget)
         assert_rows_match(out, [prompt], tiny_model.config.multiverse_tag_ids)
         assert out.multiverse[0]["tree"]["blocks"][-1]["start"] < len(prompt)  # the prompt's block, continued
+
+
+def random_structure_model(tokenizer, rng):
+    """A table model that mostly follows the grammar, with a few random extra choices (stray tags, early ends)."""
+    ids = tag_ids(tokenizer)
+    word, nl, one, colon = (tokenizer.encode(s)[0] for s in (" the", "\n", "1", ":"))
+    eos = tokenizer.eos_token_id
+    base = {ids["<Parallel>"]: [ids["<Goal>"]], ids["<Goal>"]: [ids["<Outline>"]], ids["<Outline>"]: [one],
+            one: [ids["</Outline>"]], ids["</Outline>"]: [ids["</Goal>"], ids["<Outline>"]], ids["</Goal>"]: [word],
+            word: [word, ids["</Path>"], nl, ids["<Parallel>"], ids["</Conclusion>"], eos],
+            nl: [word, ids["<Parallel>"], ids["</Parallel>"]], ids["</Path>"]: [nl],
+            ids["</Conclusion>"]: [ids["</Parallel>"]], ids["</Parallel>"]: [word, eos], colon: [ids["<Parallel>"], word]}
+    anything = list(ids.values()) + [word, nl, one, colon, eos]
+    prefs = {t: (c + (rng.sample(anything, rng.randint(0, 2)) if rng.random() < 0.3 else []), True)
+             for t, c in base.items()}
+    return table_model(tokenizer, prefs), word, eos
+
+
+@pytest.mark.parametrize("case", [25, 119] + list(range(12)))
+def test_random_structures_sampled_with_random_limits(tokenizer, case):
+    """Cases 25 and 119 found repairs reported in decoding order (paths interleave) rather than the sequence's."""
+    import random
+
+    rng = random.Random(case)
+    model, word, eos = random_structure_model(tokenizer, rng)
+    prompts = [[word] * rng.randint(1, 6) for _ in range(rng.randint(1, 4))]
+    n = rng.choice([1, 2])
+    kwargs = dict(max_new_tokens=rng.randint(10, 120), do_sample=True, max_depth=rng.randint(1, 3),
+                  max_path_tokens=rng.choice([None, 8, 15, 30]), tokenizer=tokenizer, eos_token_id=eos,
+                  num_return_sequences=n, seed=case, max_batch_rows=rng.choice([None, 1, 2]),
+                  enforce_structure=rng.random() < 0.7, sequential_paths=rng.random() < 0.3)
+    if kwargs["max_batch_rows"] is None:
+        kwargs["share_prompt_rows"] = rng.choice([None, True, False])
+    out = run_engine(model, prompts, **kwargs)
+    assert_rows_match(out, prompts, model.config.multiverse_tag_ids, n=n)

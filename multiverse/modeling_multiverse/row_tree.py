@@ -63,7 +63,9 @@ class RowTree:
 
     def repairs(self) -> list[str]:
         """Every broken rule in the completion, as the tolerant parser reports it ("rule@index: message")."""
-        found = [(self.unit(br.stream, index), rule, message) for br, index, rule, message in self.state.repairs]
+        # in sequence order, as a parse meets them (the engine met them in decoding order: paths interleave)
+        found = sorted(((self.unit(br.stream, index), rule, message) for br, index, rule, message in self.state.repairs),
+                       key=lambda repair: repair[0])
         # the input ends in the last open path of the sequence, the deepest where several end together
         last = max((br for br in self.state.branches if br.stream.is_branch and not br.stream.closed and br.tokens),
                    key=lambda br: (self.spans[br][1], br.stream.depth), default=self.state.root)
