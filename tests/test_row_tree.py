@@ -12,16 +12,19 @@ from multiverse.transcripts import read_transcript
 from samples import NESTED, TEXT
 
 
-def reparsed(prompt, completion, tags) -> dict:
-    """The reference: the summary's structure fields by parsing prompt + completion again."""
+def reparsed(prompt, completion, tags, decode=None) -> dict:
+    """The reference: the summary's structure fields by parsing prompt + completion again. With ``decode`` the
+    parse reads the labels the model wrote, as the engine's seeds do (its text checks, which the engine does not
+    make, are left out of the repairs)."""
     result = parse(prompt + completion, tags)
     prompt_steps = parse(prompt, tags, allow_truncated=True).critical_path
+    labelled = result if decode is None else parse(prompt + completion, tags, decode=decode)
     return {"repairs": [str(r) for r in result.repairs if r.index >= len(prompt)],
-            "critical_path": result.critical_path - prompt_steps, "tree": tree_dict(result)}
+            "critical_path": result.critical_path - prompt_steps, "tree": tree_dict(labelled)}
 
 
 def without_outline_labels(tree: dict) -> dict:
-    """The engine names each outline by its path's label; a parse without a tokenizer reads none."""
+    """The engine names each outline by its path's label; a parse reads only a label the outline spells out."""
     stack = list(tree["blocks"])
     while stack:
         block = stack.pop()
@@ -30,12 +33,12 @@ def without_outline_labels(tree: dict) -> dict:
     return tree
 
 
-def assert_rows_match(out, prompts, tags, n=1):
+def assert_rows_match(out, prompts, tags, n=1, decode=None):
     width = max(len(p) for p in prompts)  # the prompts are left-padded to it
     for r, stats in enumerate(out.multiverse):
         prompt = prompts[r // n]
         completion = out.sequences[r, width:width + stats["tokens"] + stats["closing_tags"]].tolist()
-        want = reparsed(prompt, completion, tags)
+        want = reparsed(prompt, completion, tags, decode)
         got = {"repairs": stats["repairs"], "critical_path": stats["critical_path"],
                "tree": without_outline_labels(stats["tree"])}
         want["tree"] = without_outline_labels(want["tree"])
@@ -126,4 +129,18 @@ def test_random_structures_sampled_with_random_limits(tokenizer, case):
     if kwargs["max_batch_rows"] is None:
         kwargs["share_prompt_rows"] = rng.choice([None, True, False])
     out = run_engine(model, prompts, **kwargs)
-    assert_rows_match(out, prompts, model.config.multiverse_tag_ids, n=n)
+    assert_rows_match(out, prompts, model.config.multiverse_tag_ids, n=n, decode=tokenizer.decode)
+
+
+def test_a_cut_names_the_empty_paths_it_opens_as_their_outlines_do(tokenizer):
+    """A cut in a goal opens its paths empty; they take the labels the outlines spell out (they were numbered by
+    place, whatever the outlines said), as the paths of a fork the model makes do."""
+    from mock_lm import TableLM
+
+    prompt = tokenizer.encode("Q:<Parallel>\n<Goal>\n<Outline>\n3: a\n</Outline>\n<Outline>\n5: b\n</Outline>")
+    model = TableLM(tokenizer, default=tokenizer.encode(" the")[0])
+    out = run_engine(model, [prompt], max_new_tokens=9, tokenizer=tokenizer)
+    stats = out.multiverse[0]
+    assert stats["events"]["cut"] == 1
+    assert [p["label"] for p in stats["tree"]["blocks"][0]["paths"]] == ["3", "5"]
+    assert_rows_match(out, [prompt], model.config.multiverse_tag_ids, decode=tokenizer.decode)

@@ -47,8 +47,12 @@ class Seeds:
         return m.group(1) if m else ""
 
     def path(self, parent: Stream, k: int, outline_ids: list, tag_ids: list) -> tuple[str, list[int]]:
-        label = self.label(outline_ids) or default_label(parent, k)
+        label = self.path_label(parent, k, outline_ids)
         return label, self.encode(PATH_SEED.format(label=label), tag_ids)
+
+    def path_label(self, parent: Stream, k: int, outline_ids: list) -> str:
+        """The label outline ``k`` spells out ("1.2: ..."), else its place."""
+        return self.label(outline_ids) or default_label(parent, k)
 
     def conclusion(self, tag_ids: list) -> list[int]:
         return self.encode(CONCLUSION_SEED, tag_ids)
@@ -111,6 +115,9 @@ class ReplaySeeds:
 
     def at_merge(self, parent, tag_ids: list) -> list[int]:
         return []  # the parent's script holds its conclusion
+
+    def path_label(self, parent: Stream, k: int, outline_ids: list) -> str:
+        return default_label(parent, k)  # a label is only a name here: the script holds the tokens
 
     def stops_when_empty(self, branch) -> bool:
         return True  # the replayed completion ends here

@@ -15,7 +15,7 @@ from collections import deque
 from .branches import Branch, PromptRow, PromptState
 from .budget_cuts import local_cost, own_closing
 from .layout import layout_from_parse
-from .parser import IncrementalParser, default_label
+from .parser import IncrementalParser
 from .structure import CLOSE, FORK, OK, POP, repair
 from .tags import END_OUTLINE, END_PATH, PATH
 
@@ -131,10 +131,11 @@ class Trees:
     def _fork_empty(self, state: PromptState, br: Branch, frame):
         """A cut's ``</Goal>``: one branch per outline, closed at once (``<Path></Path>``)."""
         children = []
-        for k in range(len(frame.outlines)):
+        for k, outline in enumerate(frame.outlines):
             child = Branch(stream=None, sample=state.index, prompt=br.prompt, parent=br, cut=len(br.tokens),
                            done=True, closed_by_cut=True)
-            child.stream = br.stream.spawn(frame, len(state.row.streams), default_label(br.stream, k))
+            label = self.seeds.path_label(br.stream, k, br.history(outline.start + 1, outline.end - 1))
+            child.stream = br.stream.spawn(frame, len(state.row.streams), label)
             frame.outlines[k].label = child.stream.label
             state.row.streams.append(child.stream)
             state.branches.append(child)
