@@ -101,7 +101,7 @@ class ParallelEngine:
     def run(self, input_ids, attention_mask=None, forced=None):
         config = self.model.config
         impl = config._attn_implementation
-        # The engine's masks are dense [B, 1, Q, K] bools over a handful of query rows: sdpa's job. A
+        # The engine's masks are dense [B, 1, Q, K] tensors over a handful of query rows: sdpa's job. A
         # BlockMask pays off on long training sequences; flex would read a tensor mask as a score bias.
         if impl not in ("sdpa", "eager"):
             config._attn_implementation = "sdpa"
