@@ -11,7 +11,7 @@ from multiverse.curation.prompts import Prompts
 from multiverse.curation.schema import PlanError, parse_plan
 from multiverse.curation.source_checks import SourceBounds, source_checks
 from multiverse.curation.validate import canonicalize, check_blocks, extract_trace, strip_structure, validate_trace
-from multiverse.modeling_multiverse.parser import parse
+from multiverse.modeling_multiverse.parser import StructureError, parse
 from multiverse.transcripts import read_transcript
 from samples import corpus_sets
 
@@ -85,10 +85,17 @@ def test_corpus_complete_blocks_accepted_incomplete_report_their_rule(files, exp
                 assert row["rule"] is None, f"{where}: {row['message']}"
             else:
                 incomplete += 1
-                # The strict verdict is the first thing the tolerant parse had to repair in that block.
+                # The strict verdict is the first thing the tolerant parse had to repair in that block ...
                 inside = [r for r in repairs if row["start"] <= r.index <= row["end"]]
                 assert row["rule"] is not None, where
                 assert (row["rule"], row["index"]) == (inside[0].rule, inside[0].index), where
+            # ... and what a strict parse of the block's text alone says (how check_blocks worked out each one)
+            try:
+                parse(text[row["start"]:row["end"]], strict=True)
+                alone = (None, None)
+            except StructureError as err:
+                alone = (err.rule, row["start"] + err.index)
+            assert (row["rule"], row["index"]) == alone, where
     assert complete >= expected["complete"] and incomplete >= expected["incomplete"], (complete, incomplete)
 
 

@@ -6,6 +6,7 @@ paths, paths and conclusions that say something (an empty block put in front of 
 no parallel reasoning), and no ``<Think>`` inside the trace (the dataset builder wraps it).
 """
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -132,22 +133,28 @@ def strip_structure(trace: str) -> str:
 
 
 def check_blocks(text: str) -> list[dict]:
-    """Strictly validate every block of (untrusted) model output on its own.
+    """Strictly validate every block of (untrusted) model output.
 
-    A block is *complete* when the tolerant parse closed it and recorded no repair inside it. Returns,
-    per block in order: its span, whether it is complete, and the strict verdict (``rule`` None when
-    accepted, else the rule and the absolute index where it broke).
+    One tolerant parse serves every block (it was a strict parse per block, which read a nested block's text again
+    at each level of nesting: quadratic in the depth). A block is *complete* when the parse closed it and
+    recorded no repair inside it; otherwise its strict verdict is the first rule the parse had to repair in it,
+    which is where a strict parse stops. Returns, per block in order: its span, whether it is complete, and the
+    verdict (``rule`` None when accepted, else the rule and the absolute index where it broke).
     """
     result = parse(text)
+    at = [r.index for r in result.repairs]  # in sequence order, as the parse met them
+    if at != sorted(at):
+        order = sorted(range(len(at)), key=at.__getitem__)
+        repairs, at = [result.repairs[i] for i in order], sorted(at)
+    else:
+        repairs = result.repairs
     rows = []
     for block in result.all_blocks:
         end = block.end if block.end >= 0 else len(text)
-        complete = block.closed and not any(block.start <= r.index < end for r in result.repairs)
-        try:
-            parse(text[block.start:end], strict=True)
-            rule, index, message = None, None, ""
-        except StructureError as err:
-            rule, index, message = err.rule, block.start + err.index, str(err)
+        first = bisect.bisect_left(at, block.start)
+        complete = block.closed and not (first < len(at) and at[first] < end)
+        broken = None if complete or first == len(at) or at[first] > end else repairs[first]
         rows.append(dict(start=block.start, end=end, depth=block.depth, complete=complete,
-                         rule=rule, index=index, message=message))
+                         rule=None if broken is None else broken.rule, index=None if broken is None else broken.index,
+                         message="" if broken is None else f"[{broken.rule}] at char {broken.index}: {broken.message}"))
     return rows
