@@ -46,7 +46,8 @@ def test_runaway_nesting_is_capped_at_max_depth(tokenizer, ids):
     table = {ids.parallel: ids.goal, ids.goal: ids.outline, ids.outline: ids.one, ids.one: ids.outline_end,
              ids.outline_end: ids.goal_end, ids.colon: ids.parallel}
     model = TableLM(tokenizer, table, default=ids.path_end)
-    out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=400, max_depth=2, max_path_tokens=12,
+    # a path budget with room for a nested block's closing (12 had none: no nested block opens under it now)
+    out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=400, max_depth=2, max_path_tokens=30,
                      tokenizer=tokenizer)
     stats = out.multiverse[0]
     assert stats["max_depth"] == 2
@@ -293,19 +294,20 @@ def test_char_table_seeds_read_a_label_as_long_as_nesting_makes_it(tokenizer):
 
 @pytest.mark.parametrize("sequential", [False, True])
 def test_a_path_out_of_budget_finishes_the_block_inside_it_instead_of_abandoning_it(tokenizer, ids, sequential):
-    """Every path opens a nested block at once; its budget runs out in the nested goal or paths. The path closes
-    the way a cut does (the nested goal, empty paths, conclusion, </Parallel>, then </Path>): no repair. It used
-    to take </Path> at once, leaving an abandoned block (path budgets 7 to 15 here, all of them)."""
+    """Every path opens a nested block at once. A path whose budget runs out closes what it holds the way a cut
+    does (nested goal, paths, conclusion, </Parallel>, then </Path>), starting when only that closing fits, and
+    opens no block whose closing would not fit: no repair. It used to take </Path> at once, abandoning the block
+    (path budgets 7 to 15 here, all of them)."""
     table = {ids.parallel: ids.goal, ids.goal: ids.outline, ids.outline: ids.one, ids.one: ids.outline_end,
              ids.outline_end: ids.goal_end, ids.goal_end: ids.word, ids.colon: ids.parallel, ids.path_end: ids.nl,
              ids.nl: ids.conclusion, ids.conclusion: ids.word}
     model = TableLM(tokenizer, table, default=ids.word)
     tags = model.config.multiverse_tag_ids
-    # Past its budget a path takes at most what finishing one nested block takes: <Outline></Outline></Goal>, one
-    # path (its seed, </Path>), the conclusion (its seed, </Conclusion></Parallel>), and its own </Path>.
-    closing = 3 + len(tokenizer.encode("\n<Path>\n1.1:")) + 1 + len(tokenizer.encode("\n<Conclusion>")) + 2 + 1
+    # What the closing does not count comes on top: per nested level, the seeds forced into the paths and the
+    # conclusion it forks and merges.
+    seeds = len(tokenizer.encode("\n<Path>\n1.1.1:")) + len(tokenizer.encode("\n<Conclusion>"))
     depths = []
-    for budget in range(5, 16):
+    for budget in list(range(5, 16)) + [20, 25, 30, 40]:
         out = run_engine(model, [[ids.word, ids.parallel]], max_new_tokens=400, max_depth=3, max_path_tokens=budget,
                          tokenizer=tokenizer, sequential_paths=sequential)
         stats = out.multiverse[0]
@@ -316,5 +318,6 @@ def test_a_path_out_of_budget_finishes_the_block_inside_it_instead_of_abandoning
         depths.append(result.max_depth)
         for block in result.all_blocks:
             for path in block.paths:
-                assert path.next_step - path.start_step <= budget + closing, (budget, path.label)
-    assert max(depths) == 2  # nested blocks were open when budgets ran out
+                levels = result.max_depth - block.depth
+                assert path.next_step - path.start_step <= max(budget, 6) + levels * seeds, (budget, path.label)
+    assert max(depths) == 3  # nested blocks were open when budgets ran out

@@ -15,7 +15,7 @@ from collections import deque
 import torch
 from transformers import LogitsProcessor
 
-from .budget_cuts import own_closing
+from .budget_cuts import MAX_GROWTH, cost_after, local_cost, own_closing
 from .parser import IncrementalParser
 from .tags import OUTLINE, PARALLEL, TAGS
 
@@ -70,27 +70,36 @@ class MultiverseStructureLogitsProcessor(LogitsProcessor):
     # --- shared with the engine ----------------------------------------------------------------------
     def row_rules(self, stream) -> tuple[list[bool], bool, int | None]:
         """(allowed per tag, eos allowed, the tag code it must take now or None) for a stream."""
-        force = own_closing(stream)[0] if self.out_of_path_budget(stream) else None
+        left, force = self.path_steps_left(stream), None
+        closing = local_cost(stream) if left is not None else 0
+        if left is not None and left <= closing:  # what is left is what closing takes: close, tag by tag
+            force = own_closing(stream)[0]
         if self.grammar:
             allowed = stream.allowed_tags(self.max_depth, self.max_branches)
-            return [c in allowed for c in range(len(TAGS))], not stream.is_branch and stream.top is None, force
-        allowed = [True] * len(TAGS)
-        allowed[PARALLEL] = stream.depth < self.max_depth
-        allowed[OUTLINE] = stream.top is None or len(stream.top.outlines) < self.max_branches
-        return allowed, True, force
+            allowed, eos_ok = [c in allowed for c in range(len(TAGS))], not stream.is_branch and stream.top is None
+        else:
+            allowed, eos_ok = [True] * len(TAGS), True
+            allowed[PARALLEL] = stream.depth < self.max_depth
+            allowed[OUTLINE] = stream.top is None or len(stream.top.outlines) < self.max_branches
+        if left is not None and left <= closing + MAX_GROWTH:  # no block or outline whose closing would not fit
+            for code in (PARALLEL, OUTLINE):
+                allowed[code] = allowed[code] and 1 + cost_after(stream, code) <= left
+        return allowed, eos_ok, force
 
-    def out_of_path_budget(self, stream) -> bool:
-        """Whether ``stream`` or a path it sits in has used ``max_path_tokens`` (a nested path counts toward every
-        path around it). Such a stream closes, tag by tag, the shortest way the grammar allows: a block open inside
-        it is finished (``budget_cuts.own_closing``), never abandoned."""
+    def path_steps_left(self, stream) -> int | None:
+        """Decode steps ``stream`` may still take under ``max_path_tokens``, its closing tags included: the fewest
+        left to it or to any path it sits in (a nested path counts toward every path around it); None without a
+        path budget. When only its closing fits, the stream closes the shortest way the grammar allows
+        (``budget_cuts.own_closing``): a block open inside it is finished, never abandoned, and before that no
+        block or outline opens whose closing would not fit. Forced seeds of the paths such a closing forks, and
+        the closing of the paths around it, come on top."""
         if self.max_path_tokens is None or not stream.is_branch or not stream.opened:
-            return False
-        path = stream
+            return None
+        left, path = self.max_path_tokens, stream
         while path.is_branch:
-            if stream.next_step - path.start_step >= self.max_path_tokens - 1:
-                return True
+            left = min(left, self.max_path_tokens - (stream.next_step - path.start_step))
             path = path.parent
-        return False
+        return left
 
     def mask_scores(self, scores: torch.FloatTensor, rules: list, tails: list | None = None) -> torch.FloatTensor:
         """Pure tensor math: ban disallowed tags (and eos), or leave only the closing tag a row must take now.
