@@ -72,7 +72,6 @@ class Block:
     conclusion: tuple | None = None  # (unit of <Conclusion>, unit after </Conclusion>), -1 while open
     end: int = -1  # unit after </Parallel>; -1 while open
     closed: bool = False  # closed by </Parallel> after a complete conclusion
-    repair: str = ""  # set when the block was closed out of order
 
 
 @dataclass(slots=True, eq=False)  # identity: a branch context, compared (and hashed) as itself, never field by field
@@ -205,8 +204,7 @@ class Stream:
         elif code == END_PARALLEL and phase in (CONCLUDED, MERGED, IN_CONCLUSION):
             self.frames.pop()
             if phase != CONCLUDED:
-                top.repair = "block closed without a complete <Conclusion>"
-                return POP, top.repair
+                return POP, "block closed without a complete <Conclusion>"
             top.closed = True
             return POP, ""
         else:

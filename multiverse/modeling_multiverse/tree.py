@@ -101,12 +101,11 @@ class Trees:
         broken = repair(event, stream, reason)
         if broken is not None:
             state.repairs.append((br, index, *broken))
-            state.events[EVENT_OF_RULE.get(broken[0], "stray_tag")] += 1
+            state.events[EVENT_OF_RULE[broken[0]]] += 1
         if code == END_OUTLINE and event == OK:
             frame.outlines[-1].end = index + 1  # the grammar keeps a tag's first unit; the span ends here
         elif event == FORK:
-            frame.goal_end_pos = br.positions[-1]
-            (self._fork_empty if cut else self._fork)(state, br, frame)
+            self._fork(state, br, frame, cut)
         elif event == CLOSE:
             br.done = True
             self._maybe_merge(br.parent, cut)
@@ -128,49 +127,40 @@ class Trees:
                 i += 1
             br.done = True  # after its tags: a streamer shows a branch until it is done
 
-    def _fork_empty(self, state: PromptState, br: Branch, frame):
-        """A cut's ``</Goal>``: one branch per outline, closed at once (``<Path></Path>``)."""
+    def _fork(self, state: PromptState, br: Branch, frame, cut: bool = False):
+        """``</Goal>``: one branch per outline, seeded by the seed policy. A cut's ``</Goal>`` opens them closed at
+        once (``<Path></Path>``), named as their outlines spell out."""
         children = []
         for k, outline in enumerate(frame.outlines):
+            text = br.history(outline.start + 1, outline.end - 1)  # its text, between the tags
             child = Branch(stream=None, sample=state.index, prompt=br.prompt, parent=br, cut=len(br.tokens),
-                           done=True, closed_by_cut=True)
-            label = self.seeds.path_label(br.stream, k, br.history(outline.start + 1, outline.end - 1))
+                           done=cut, closed_by_cut=cut)
+            if cut:
+                label, seed = self.seeds.path_label(br.stream, k, text), []
+            else:
+                label, seed = self.seeds.at_fork(br, k, text, self.tag_ids, child)
+                child.presence_row = self.sampler.new_row(source_row=br.presence_row)
+                child.queued = self.sequential and k > 0
             child.stream = br.stream.spawn(frame, len(state.row.streams), label)
-            frame.outlines[k].label = child.stream.label
+            child.queue = deque(seed)
+            outline.label = label
             state.row.streams.append(child.stream)
             state.branches.append(child)
             children.append(child)
+            if not cut:  # nothing of a cut's paths is decoded, so nothing of them reaches the cache
+                self.runner.layout.add_stream(state.row.cache_row, child.stream)
         br.forks.append((len(br.tokens), children))
         br.suspended = True
+        if not cut:
+            if self.sequential:
+                state.queued[:0] = children[1:]  # nested paths go before the outer block's later paths
+            state.forks += 1
         if self.streamer is not None:
             self.streamer.on_fork(br, children)
-        for child in children:
+        for child in children if cut else ():
             for code in (PATH, END_PATH):
                 self._take(child, self.tag_ids[code])
                 self._apply(state, child, code, cut=True)
-
-    def _fork(self, state: PromptState, br: Branch, frame):
-        children = []
-        for k, outline in enumerate(frame.outlines):
-            outline = br.history(outline.start + 1, outline.end - 1)  # its text, between the tags
-            child = Branch(stream=None, sample=state.index, prompt=br.prompt, parent=br, cut=len(br.tokens))
-            label, seed = self.seeds.at_fork(br, k, outline, self.tag_ids, child)
-            child.stream = br.stream.spawn(frame, len(state.row.streams), label)
-            frame.outlines[k].label = label
-            child.queue = deque(seed)
-            state.row.streams.append(child.stream)
-            child.presence_row = self.sampler.new_row(source_row=br.presence_row)
-            child.queued = self.sequential and k > 0
-            children.append(child)
-            state.branches.append(child)
-            self.runner.layout.add_stream(state.row.cache_row, child.stream)
-        br.forks.append((len(br.tokens), children))
-        if self.sequential:
-            state.queued[:0] = children[1:]  # nested paths go before the outer block's later paths
-        br.suspended = True
-        state.forks += 1
-        if self.streamer is not None:
-            self.streamer.on_fork(br, children)
 
     def _maybe_merge(self, parent: Branch, cut: bool = False):
         """After a path closed: merge its block once every path has (``cut``: closing tags only, nothing to seed)."""
