@@ -77,6 +77,18 @@ def build(args, tokenizer, model):
     return prompt, completion
 
 
+def hf_replay(stock, prompt, completion, batch: int, n: int, device, static: bool = False):
+    """Stock HF ``generate`` of ``batch`` copies of ``prompt``, forced to emit the first ``n`` tokens of
+    ``completion`` (``static``: HF's static cache, compiled)."""
+    ids = torch.tensor([prompt] * batch, device=device)
+    targets = torch.tensor([completion] * batch, device=device)
+    kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0,
+                  logits_processor=LogitsProcessorList([ForceTokens(targets, len(prompt))]))
+    if static:
+        kwargs["cache_implementation"] = "static"
+    return stock.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+
+
 def stock_model(model):
     """A plain Qwen2ForCausalLM sharing the random weights: what users run without this package."""
     fields = {k: v for k, v in model.config.to_dict().items() if not k.startswith("multiverse")}
@@ -121,14 +133,9 @@ def main(args):
                                               / 20, 3) for w, e in sorted(graphs.items())}
     if not args.skip_hf:
         stock = stock_model(model)
-        targets = torch.tensor([completion] * args.batch, device=device)
 
         def hf(n=n):
-            kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
-                          pad_token_id=0, logits_processor=LogitsProcessorList([ForceTokens(targets, len(prompt))]))
-            if args.hf_cache == "static":
-                kwargs["cache_implementation"] = "static"
-            return stock.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+            return hf_replay(stock, prompt, completion, args.batch, n, device, static=args.hf_cache == "static")
 
         hf(n if args.hf_cache == "static" else 16)  # warm-up; the static cache compiles for its full length
         ar_seconds, hf_out = timed(hf, device, args.repeat)
@@ -168,13 +175,8 @@ def same_width(stock, prompt, completion, stats, device, mv_step: float) -> dict
     width, n = widest_fork(stats), len(completion)
     per_step = {}
     for batch in sorted({1, width}):
-        ids = torch.tensor([prompt] * batch, device=device)
-        targets = torch.tensor([completion] * batch, device=device)
-
-        def hf(k, ids=ids, targets=targets):
-            return stock.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
-                                  do_sample=False, eos_token_id=None, pad_token_id=0,
-                                  logits_processor=LogitsProcessorList([ForceTokens(targets, len(prompt))]))
+        def hf(k, batch=batch):
+            return hf_replay(stock, prompt, completion, batch, k, device)
         hf(2)
         k = min(n, 33)
         per_step[batch] = (timed(lambda: hf(k), device)[0] - timed(lambda: hf(1), device)[0]) / (k - 1)
